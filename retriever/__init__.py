@@ -1,0 +1,9 @@
+"""faq-retriever: semantic search over Chinese FAQ collections."""
+from .corpus import FaqEntry, load_corpus
+from .encoder import Encoder, load_encoder
+from .errors import CorpusError, EncoderError, IndexLoadError, QueryError, RetrieverError
+from .normalize import normalize
+from .search import Hit, Searcher
+
+__all__ = ["FaqEntry", "load_corpus", "Encoder", "load_encoder", "CorpusError", "EncoderError",
+           "IndexLoadError", "QueryError", "RetrieverError", "normalize", "Hit", "Searcher"]

@@ -1,0 +1,41 @@
+"""Settings, read from the environment once at the entry points and passed in explicitly."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Mapping
+
+from .errors import RetrieverError
+
+
+def _int_env(environ: Mapping[str, str], name: str, default: int) -> int:
+    value = environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise RetrieverError(f"environment variable {name}={value!r} is not an integer") from None
+    if number < 1:
+        raise RetrieverError(f"environment variable {name}={value!r} must be at least 1")
+    return number
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """Limits of the HTTP API (documented in the README)."""
+
+    max_query_chars: int = 500
+    default_top_k: int = 5
+    max_top_k: int = 50
+    max_body_bytes: int = 64 * 1024
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> "ServiceConfig":
+        defaults = cls()
+        return cls(
+            max_query_chars=_int_env(environ, "RETRIEVER_MAX_QUERY_CHARS", defaults.max_query_chars),
+            default_top_k=_int_env(environ, "RETRIEVER_DEFAULT_TOP_K", defaults.default_top_k),
+            max_top_k=_int_env(environ, "RETRIEVER_MAX_TOP_K", defaults.max_top_k),
+            max_body_bytes=_int_env(environ, "RETRIEVER_MAX_BODY_BYTES", defaults.max_body_bytes),
+        )

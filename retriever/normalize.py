@@ -1,0 +1,44 @@
+"""Text normalisation shared by index build and query time.
+
+Both sides must call :func:`normalize`: a vector built from one spelling of a
+text and queried with another is a silent recall loss.
+"""
+from __future__ import annotations
+
+import functools
+import re
+import unicodedata
+
+import opencc
+
+# CJK ideographs (basic, extension A, compatibility) that a pinyin reading may follow.
+_CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+_TONED_VOWELS = "āáǎàēéěèīíǐìōóǒòūúǔùǖǘǚǜńňǹḿ"
+# "級(jí)": parenthesised pinyin with at least one tone mark, glued to a CJK character.
+# Untoned words in brackets ("(APP)", "(注销手续)") are content and stay.
+_GLUED_PINYIN = re.compile(
+    rf"(?<=[{_CJK}])\((?=[a-zü{_TONED_VOWELS}]*[{_TONED_VOWELS}])[a-zü{_TONED_VOWELS}]+\)"
+)
+_WHITESPACE = re.compile(r"\s+")
+
+
+@functools.lru_cache(maxsize=1)
+def _to_simplified() -> opencc.OpenCC:
+    return opencc.OpenCC("t2s")
+
+
+def strip_glued_pinyin(text: str) -> str:
+    """Remove pinyin readings such as ``(jí)`` that directly follow a Chinese character."""
+    return _GLUED_PINYIN.sub("", text)
+
+
+def normalize(text: str) -> str:
+    """Return the canonical form of ``text`` used for embedding and lexical matching.
+
+    NFKC (full-width to half-width), glued pinyin removed, traditional to
+    simplified (OpenCC ``t2s``), whitespace runs collapsed to one space.
+    """
+    text = unicodedata.normalize("NFKC", text)
+    text = strip_glued_pinyin(text)
+    text = _to_simplified().convert(text)
+    return _WHITESPACE.sub(" ", text).strip()

@@ -1,0 +1,137 @@
+"""The HTTP API: a thin Flask layer over a :class:`~retriever.search.Searcher`.
+
+Every error is JSON: ``{"error": "<stable code>", "message": "<what to fix>"}``
+with a 4xx status (5xx only for a fault of the service itself, never with a trace).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from flask import Flask, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from .config import ServiceConfig
+from .errors import QueryError
+from .search import Searcher
+
+log = logging.getLogger(__name__)
+
+# Stable codes for werkzeug's HTTP errors that a client can cause.
+_HTTP_ERROR_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def _error_response(status: int, code: str, message: str):
+    return jsonify({"error": code, "message": message}), status
+
+
+def _parse_top_k(value: Any, config: ServiceConfig, from_query_string: bool) -> int:
+    if value is None:
+        return config.default_top_k
+    if from_query_string:
+        try:
+            value = int(value.strip())
+        except ValueError:
+            raise ApiError(400, "invalid_top_k", f"top_k must be an integer, got {value!r}") from None
+    elif isinstance(value, bool) or not isinstance(value, int):
+        raise ApiError(400, "invalid_top_k", f"top_k must be an integer, got {value!r}")
+    if not 1 <= value <= config.max_top_k:
+        raise ApiError(400, "invalid_top_k", f"top_k must be between 1 and {config.max_top_k}, got {value}")
+    return value
+
+
+def _parse_query(value: Any, config: ServiceConfig) -> str:
+    if value is None:
+        raise ApiError(400, "missing_query", "the query is missing: pass ?q=... or {\"query\": \"...\"}")
+    if not isinstance(value, str):
+        raise ApiError(400, "invalid_query", f"the query must be a string, got {type(value).__name__}")
+    if not value.strip():
+        raise ApiError(400, "missing_query", "the query is blank")
+    if len(value) > config.max_query_chars:
+        raise ApiError(400, "query_too_long",
+                       f"the query has {len(value)} characters; the limit is {config.max_query_chars}")
+    return value
+
+
+def _json_body() -> dict[str, Any]:
+    if not request.is_json:
+        raise ApiError(415, "unsupported_media_type",
+                       f"send the body as application/json, not {request.mimetype or 'no content type'}")
+    body = request.get_json(silent=True)
+    if body is None:
+        raise ApiError(400, "malformed_json", "the request body is not valid JSON")
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_body", "the JSON body must be an object")
+    return body
+
+
+def _check_fields(body: dict[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise ApiError(400, "unknown_field",
+                       f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
+
+
+def create_app(searcher: Searcher, config: ServiceConfig | None = None) -> Flask:
+    """The Flask application serving ``searcher``."""
+    config = config or ServiceConfig()
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
+    app.json.ensure_ascii = False  # Chinese stays readable in responses
+    app.json.sort_keys = False
+    app.extensions["retriever"] = {"searcher": searcher, "config": config}
+
+    @app.errorhandler(ApiError)
+    def _api_error(error: ApiError):
+        return _error_response(error.status, error.code, error.message)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(error: HTTPException):
+        code = _HTTP_ERROR_CODES.get(error.code or 500, "http_error")
+        return _error_response(error.code or 500, code, error.description or error.name)
+
+    @app.errorhandler(Exception)
+    def _unexpected(error: Exception):
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return _error_response(500, "internal_error", "the service failed to handle this request")
+
+    @app.get("/healthz")
+    def healthz():
+        return jsonify({"status": "ok", "index": searcher.info()})
+
+    @app.route("/v1/search", methods=["GET", "POST"])
+    def search():
+        started = time.perf_counter()
+        if request.method == "GET":
+            query = _parse_query(request.args.get("q"), config)
+            top_k = _parse_top_k(request.args.get("top_k"), config, from_query_string=True)
+        else:
+            body = _json_body()
+            _check_fields(body, {"query", "top_k"})
+            query = _parse_query(body.get("query"), config)
+            top_k = _parse_top_k(body.get("top_k"), config, from_query_string=False)
+        try:
+            hits = searcher.search(query, top_k)
+        except QueryError as exc:
+            raise ApiError(400, "invalid_query", str(exc)) from None
+        return jsonify({
+            "query": query,
+            "results": [hit.to_dict() for hit in hits],
+            "index_version": searcher.info()["version"],
+            "took_ms": round((time.perf_counter() - started) * 1000, 2),
+        })
+
+    return app

