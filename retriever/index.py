@@ -22,7 +22,6 @@ import os
 import shutil
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -153,7 +152,8 @@ def build_index(entries: list[FaqEntry], encoder: Encoder, out_root: str | Path,
     versions = out_root / VERSIONS
     versions.mkdir(parents=True, exist_ok=True)
     checksum = corpus_checksum(entries)
-    version = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{checksum[:8]}-{uuid.uuid4().hex[:4]}"
+    # Microseconds keep name order = build order, which pruning and rollback rely on.
+    version = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S.%fZ}-{checksum[:8]}"
     staging = versions / f".building-{version}"
     staging.mkdir()
     try:

@@ -67,9 +67,10 @@ def test_build_publishes_a_new_version_and_keeps_the_previous(tmp_path, small_en
 
 
 def test_old_versions_are_pruned(tmp_path, small_entries, encoder):
-    for _ in range(4):
-        build_index(small_entries, encoder, tmp_path / "idx", progress=False, keep_versions=2)
-    assert len(list_versions(tmp_path / "idx")) == 2
+    built = [build_index(small_entries, encoder, tmp_path / "idx", progress=False, keep_versions=2).name
+             for _ in range(4)]
+    assert list_versions(tmp_path / "idx") == built[-2:]
+    assert current_version(tmp_path / "idx") == built[-1]
 
 
 def test_crash_mid_build_leaves_previous_index_serving(tmp_path, small_entries, encoder):
