@@ -71,11 +71,11 @@ def cmd_search(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from .config import ServiceConfig
     from .service import create_app
+    from .serving import serve
 
-    config = ServiceConfig.from_env()
-    app = create_app(_load_searcher(args), config)
+    app = create_app(_load_searcher(args), ServiceConfig.from_env())
     log.info("serving %s on http://%s:%d", args.index, args.host, args.port)
-    app.run(host=args.host, port=args.port, debug=args.debug, threaded=True, use_reloader=False)
+    serve(app, args.host, args.port, debug=args.debug)
     return 0
 
 

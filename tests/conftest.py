@@ -14,7 +14,7 @@ from retriever.service import create_app
 
 REPO = Path(__file__).resolve().parent.parent
 SEED_CORPUS = REPO / "corpus"
-SEED_RAW = REPO.parent / "shared" / "seed" / "000_0eb9c81375957786.txt"
+SEED_RAW = REPO / "tests" / "data" / "seed_raw.txt"  # ../shared/seed/000_0eb9c81375957786.txt as received
 
 
 @pytest.fixture(scope="session")
