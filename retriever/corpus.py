@@ -18,6 +18,9 @@ from .errors import CorpusError
 from .normalize import normalize
 
 CORPUS_SUFFIXES = (".yaml", ".yml", ".jsonl")
+# Files a corpus folder may hold beside the entries: labelled queries for
+# calibration, and the lexical leg's synonyms (``userdict.txt`` has no corpus suffix).
+RESERVED_FILES = frozenset({"labelled.jsonl", "synonyms.yaml"})
 _REQUIRED = ("id", "question", "answer")
 _KNOWN = {"id", "question", "paraphrases", "answer", "category", "tags"}
 
@@ -59,7 +62,8 @@ def corpus_files(path: str | Path) -> list[Path]:
         return [path]
     if not path.is_dir():
         raise CorpusError(f"{path}: no such corpus file or folder")
-    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in CORPUS_SUFFIXES)
+    files = sorted(p for p in path.rglob("*")
+                   if p.is_file() and p.suffix in CORPUS_SUFFIXES and p.name not in RESERVED_FILES)
     if not files:
         raise CorpusError(f"{path}: no corpus files ({', '.join(CORPUS_SUFFIXES)}) in this folder")
     return files

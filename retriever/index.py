@@ -71,8 +71,8 @@ class FaqIndex:
         return np.fromiter((t.entry for t in self.texts), dtype=np.int64, count=len(self.texts))
 
 
-def entry_texts(entries: list[FaqEntry]) -> list[IndexedText]:
-    """Every text to embed: question, paraphrases and answer of each entry.
+def entry_texts(entries: list[FaqEntry], index_answers: bool = True) -> list[IndexedText]:
+    """Every text to embed: question, paraphrases and (unless told not to) answer of each entry.
 
     A text whose normalised form repeats within the same entry and role is kept once.
     """
@@ -80,7 +80,8 @@ def entry_texts(entries: list[FaqEntry]) -> list[IndexedText]:
     for number, entry in enumerate(entries):
         seen: set[tuple[bool, str]] = set()
         fields = [("question", entry.question)] + [("paraphrase", p) for p in entry.paraphrases]
-        fields.append(("answer", entry.answer))
+        if index_answers:
+            fields.append(("answer", entry.answer))
         for field_name, text in fields:
             norm = normalize(text)
             key = (field_name in QUERY_FIELDS, norm)
@@ -142,12 +143,17 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 
 def build_index(entries: list[FaqEntry], encoder: Encoder, out_root: str | Path, *,
-                batch_size: int = 64, progress: bool = True, keep_versions: int = 5,
-                extra_manifest: Callable[[list[IndexedText]], dict] | None = None) -> Path:
+                settings: dict[str, Any] | None = None, batch_size: int = 64, progress: bool = True,
+                keep_versions: int = 5, finalize: Callable[[Path], dict] | None = None) -> Path:
     """Embed ``entries``, write a new version under ``out_root`` and make it current.
 
+    ``settings`` (``index_answers``, ``default_mode``, ``tokenizer``) go into the
+    manifest; any other key (say, a checksum of the calibration queries) only
+    counts in ``build_inputs``, which decides staleness. ``finalize``, given the complete staging folder, may return more
+    manifest fields (the calibration) before the version is published.
     Returns the version folder. On any failure the previous version stays current.
     """
+    settings = with_defaults(settings)
     out_root = Path(out_root)
     versions = out_root / VERSIONS
     versions.mkdir(parents=True, exist_ok=True)
@@ -157,7 +163,7 @@ def build_index(entries: list[FaqEntry], encoder: Encoder, out_root: str | Path,
     staging = versions / f".building-{version}"
     staging.mkdir()
     try:
-        texts = entry_texts(entries)
+        texts = entry_texts(entries, settings["index_answers"])
         vectors = embed_texts(texts, encoder, batch_size=batch_size, progress=progress)
         faiss_index = faiss.IndexFlatIP(encoder.dim)
         faiss_index.add(vectors)
@@ -174,13 +180,16 @@ def build_index(entries: list[FaqEntry], encoder: Encoder, out_root: str | Path,
             "normalize_version": NORMALIZE_VERSION,
             "corpus_checksum": checksum,
             "counts": {"entries": len(entries), "vectors": len(texts)},
+            "index_answers": settings["index_answers"],
+            "default_mode": settings["default_mode"],
+            "lexical": {"tokenizer": settings["tokenizer"]},
+            "build_inputs": build_inputs(entries, encoder.name, settings),
             "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "files": {name: _sha256(staging / name) for name in (VECTORS, TEXTS, ENTRIES)},
         }
-        if extra_manifest is not None:
-            manifest.update(extra_manifest(texts))
-        (staging / MANIFEST).write_text(json.dumps(manifest, ensure_ascii=False, indent=2) + "\n",
-                                        encoding="utf-8")
+        _write_manifest(staging, manifest)
+        if finalize is not None:
+            _write_manifest(staging, {**manifest, **finalize(staging)})
         final = versions / version
         os.replace(staging, final)
     except BaseException:
@@ -189,6 +198,24 @@ def build_index(entries: list[FaqEntry], encoder: Encoder, out_root: str | Path,
     write_text_atomic(out_root / CURRENT, version + "\n")
     prune_versions(out_root, keep=keep_versions)
     return final
+
+
+DEFAULT_SETTINGS = {"index_answers": True, "default_mode": "hybrid", "tokenizer": {}}
+
+
+def with_defaults(settings: dict[str, Any] | None) -> dict[str, Any]:
+    return {**DEFAULT_SETTINGS, **(settings or {})}
+
+
+def _write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
+    (folder / MANIFEST).write_text(json.dumps(manifest, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+
+
+def build_inputs(entries: list[FaqEntry], model_name: str, settings: dict[str, Any]) -> str:
+    """A digest of everything a build depends on: equal digests, equal indexes."""
+    inputs = {"corpus": corpus_checksum(entries), "model": model_name, "normalize": NORMALIZE_VERSION,
+              "format": FORMAT_VERSION, **settings}
+    return hashlib.sha256(json.dumps(inputs, ensure_ascii=False, sort_keys=True).encode()).hexdigest()
 
 
 def list_versions(out_root: str | Path) -> list[str]:
@@ -280,12 +307,11 @@ def load_index(path: str | Path, verify_checksums: bool = True) -> FaqIndex:
     return FaqIndex(folder, manifest, entries, texts, vectors)
 
 
-def is_up_to_date(out_root: str | Path, entries: list[FaqEntry], model_name: str) -> bool:
-    """True when the current version was built from this corpus content with this model."""
+def is_up_to_date(out_root: str | Path, entries: list[FaqEntry], model_name: str,
+                  settings: dict[str, Any] | None = None) -> bool:
+    """True when the current version was built from this corpus content, model and settings."""
     try:
         manifest = read_manifest(out_root)
     except IndexLoadError:
         return False
-    return (manifest.get("corpus_checksum") == corpus_checksum(entries)
-            and manifest.get("model") == model_name
-            and manifest.get("normalize_version") == NORMALIZE_VERSION)
+    return manifest.get("build_inputs") == build_inputs(entries, model_name, with_defaults(settings))

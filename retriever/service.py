@@ -14,7 +14,8 @@ from werkzeug.exceptions import HTTPException
 
 from .config import ServiceConfig
 from .errors import QueryError
-from .search import Searcher
+from .scoring import MODES
+from .search import Searcher, SearchResult
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,45 @@ def _parse_top_k(value: Any, config: ServiceConfig, from_query_string: bool) -> 
     if not 1 <= value <= config.max_top_k:
         raise ApiError(400, "invalid_top_k", f"top_k must be between 1 and {config.max_top_k}, got {value}")
     return value
+
+
+def _parse_threshold(value: Any, from_query_string: bool) -> float | None:
+    if value is None:
+        return None
+    if from_query_string:
+        try:
+            value = float(value)
+        except ValueError:
+            raise ApiError(400, "invalid_threshold", f"threshold must be a number, got {value!r}") from None
+    elif isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ApiError(400, "invalid_threshold", f"threshold must be a number, got {value!r}")
+    if not -1.0 <= value <= 1.0:
+        raise ApiError(400, "invalid_threshold", f"threshold must be between -1 and 1, got {value}")
+    return float(value)
+
+
+def _parse_mode(value: Any) -> str | None:
+    if value is None:
+        return None
+    if value not in MODES:
+        raise ApiError(400, "invalid_mode", f"mode must be one of {', '.join(MODES)}, got {value!r}")
+    return value
+
+
+def result_to_dict(result: SearchResult) -> dict[str, Any]:
+    """The JSON shape of a search result (HTTP API and CLI)."""
+    def rounded(value):
+        return None if value is None else round(value, 6)
+
+    return {
+        "query": result.query,
+        "mode": result.mode,
+        "decision": result.decision,
+        "threshold": rounded(result.threshold),
+        "margin": rounded(result.margin),
+        "ambiguity_margin": rounded(result.ambiguity_margin),
+        "results": [hit.to_dict() for hit in result.hits],
+    }
 
 
 def _parse_query(value: Any, config: ServiceConfig) -> str:
@@ -115,22 +155,24 @@ def create_app(searcher: Searcher, config: ServiceConfig | None = None) -> Flask
     @app.route("/v1/search", methods=["GET", "POST"])
     def search():
         started = time.perf_counter()
-        if request.method == "GET":
-            query = _parse_query(request.args.get("q"), config)
-            top_k = _parse_top_k(request.args.get("top_k"), config, from_query_string=True)
+        from_query_string = request.method == "GET"
+        if from_query_string:
+            params = request.args.to_dict()
+            params["query"] = params.pop("q", None)
         else:
-            body = _json_body()
-            _check_fields(body, {"query", "top_k"})
-            query = _parse_query(body.get("query"), config)
-            top_k = _parse_top_k(body.get("top_k"), config, from_query_string=False)
+            params = _json_body()
+        _check_fields(params, {"query", "top_k", "threshold", "mode"})
+        query = _parse_query(params.get("query"), config)
+        top_k = _parse_top_k(params.get("top_k"), config, from_query_string)
+        threshold = _parse_threshold(params.get("threshold"), from_query_string)
+        mode = _parse_mode(params.get("mode"))
         try:
-            hits = searcher.search(query, top_k)
+            result = searcher.search(query, top_k, mode=mode, threshold=threshold)
         except QueryError as exc:
             raise ApiError(400, "invalid_query", str(exc)) from None
         return jsonify({
-            "query": query,
-            "results": [hit.to_dict() for hit in hits],
-            "index_version": searcher.info()["version"],
+            **result_to_dict(result),
+            "index_version": searcher.version,
             "took_ms": round((time.perf_counter() - started) * 1000, 2),
         })
 

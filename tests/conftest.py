@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from retriever.corpus import load_corpus
 from retriever.encoder import load_encoder
-from retriever.index import build_index
+from retriever.pipeline import build_from_corpus
 from retriever.search import Searcher
 from retriever.service import create_app
 
@@ -24,8 +23,9 @@ def encoder():
 
 @pytest.fixture(scope="session")
 def seed_index(tmp_path_factory, encoder) -> Path:
+    """The seed corpus, built and calibrated on corpus/labelled.jsonl as `make serve` does."""
     root = tmp_path_factory.mktemp("seed-index")
-    build_index(load_corpus(SEED_CORPUS), encoder, root, progress=False)
+    build_from_corpus(SEED_CORPUS, root, encoder, progress=False)
     return root
 
 

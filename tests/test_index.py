@@ -81,7 +81,7 @@ def test_crash_mid_build_leaves_previous_index_serving(tmp_path, small_entries, 
     assert current_version(root) == good.name
     assert list_versions(root) == [good.name]
     assert not list((root / "versions").glob(".building-*"))
-    assert Searcher.load(root, encoder).search("忘记密码", 1)[0].faq_id == "pw"
+    assert Searcher.load(root, encoder).search("忘记密码", 1).hits[0].faq_id == "pw"
 
 
 def test_up_to_date_tracks_corpus_and_model(tmp_path, small_entries, encoder):
@@ -141,3 +141,33 @@ def test_seed_corpus_folder_builds_and_the_pointer_file_is_plain_text(tmp_path, 
     root = tmp_path / "idx"
     version = build_index(load_corpus(SEED_CORPUS), encoder, root, progress=False)
     assert (root / CURRENT).read_text().strip() == version.name
+
+
+def test_if_stale_rebuilds_when_labelled_queries_or_settings_change(tmp_path, encoder):
+    from retriever.pipeline import build_from_corpus
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "faq.jsonl").write_text("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in SMALL),
+                                      encoding="utf-8")
+    (corpus / "labelled.jsonl").write_text('{"query": "密码忘了", "faq_id": "pw"}\n'
+                                           '{"query": "天气", "faq_id": null}\n', encoding="utf-8")
+    root = tmp_path / "idx"
+    first = build_from_corpus(corpus, root, encoder, progress=False)
+    assert first.version_dir is not None and first.labelled_path == corpus / "labelled.jsonl"
+    manifest = json.loads((first.version_dir / "manifest.json").read_text())
+    assert set(manifest["calibration"]) == {"hybrid", "dense", "lexical"}
+    assert manifest["calibration"]["hybrid"]["labelled_queries"] == 2
+    assert build_from_corpus(corpus, root, encoder, if_stale=True, progress=False).version_dir is None
+    assert build_from_corpus(corpus, root, encoder, if_stale=True, mode="dense", progress=False).version_dir
+    with open(corpus / "labelled.jsonl", "a", encoding="utf-8") as handle:
+        handle.write('{"query": "个税", "faq_id": "tax"}\n')
+    assert build_from_corpus(corpus, root, encoder, if_stale=True, mode="dense", progress=False).version_dir
+
+
+def test_answers_can_be_left_out_of_the_index(tmp_path, small_entries, encoder):
+    version = build_index(small_entries, encoder, tmp_path / "idx", settings={"index_answers": False},
+                          progress=False)
+    index = load_index(version)
+    assert {t.field for t in index.texts} == {"question", "paraphrase"}
+    assert index.manifest["index_answers"] is False

