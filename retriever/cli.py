@@ -16,7 +16,6 @@ from typing import Sequence
 
 from .errors import RetrieverError
 from .scoring import DEFAULT_MODE, MODES
-from .service import result_to_dict
 
 log = logging.getLogger("retriever")
 
@@ -66,7 +65,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     searcher = _load_searcher(args)
     result = searcher.search(args.query, args.top_k, threshold=args.threshold)
     if args.json:
-        print(json.dumps(result_to_dict(result), ensure_ascii=False, indent=2))
+        print(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
         return 0
     print(f"decision: {result.decision} (mode {result.mode}, threshold {result.threshold})")
     for rank, hit in enumerate(result.hits, start=1):

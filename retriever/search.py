@@ -18,6 +18,10 @@ from .scoring import DEFAULT_MODE, LEXICAL_WEIGHT, MODES, best_per_entry, decide
 LEXICAL_CANDIDATES = 50
 
 
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)
+
+
 @dataclass(frozen=True)
 class Hit:
     """One FAQ entry matching a query, through its best-matching text."""
@@ -34,16 +38,13 @@ class Hit:
     lexical_score: float | None = None  # BM25 share of the query's IDF found in matched_text
 
     def to_dict(self) -> dict[str, Any]:
-        def rounded(value):
-            return None if value is None else round(value, 6)
-
         return {
             "faq_id": self.faq_id,
             "question": self.question,
             "answer": self.answer,
-            "score": rounded(self.score),
-            "dense_score": rounded(self.dense_score),
-            "lexical_score": rounded(self.lexical_score),
+            "score": _rounded(self.score),
+            "dense_score": _rounded(self.dense_score),
+            "lexical_score": _rounded(self.lexical_score),
             "matched_text": self.matched_text,
             "matched_field": self.matched_field,
             "category": self.category,
@@ -60,6 +61,18 @@ class SearchResult:
     threshold: float | None  # score below which the decision is no_match (None: not calibrated)
     margin: float | None  # top-1 minus top-2 score (None with fewer than two entries)
     ambiguity_margin: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape of a search result (HTTP API and CLI)."""
+        return {
+            "query": self.query,
+            "mode": self.mode,
+            "decision": self.decision,
+            "threshold": _rounded(self.threshold),
+            "margin": _rounded(self.margin),
+            "ambiguity_margin": _rounded(self.ambiguity_margin),
+            "results": [hit.to_dict() for hit in self.hits],
+        }
 
 
 class Searcher:

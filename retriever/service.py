@@ -15,7 +15,7 @@ from werkzeug.exceptions import HTTPException
 from .config import ServiceConfig
 from .errors import QueryError
 from .scoring import MODES
-from .search import Searcher, SearchResult
+from .search import Searcher
 
 log = logging.getLogger(__name__)
 
@@ -75,22 +75,6 @@ def _parse_mode(value: Any) -> str | None:
     if value not in MODES:
         raise ApiError(400, "invalid_mode", f"mode must be one of {', '.join(MODES)}, got {value!r}")
     return value
-
-
-def result_to_dict(result: SearchResult) -> dict[str, Any]:
-    """The JSON shape of a search result (HTTP API and CLI)."""
-    def rounded(value):
-        return None if value is None else round(value, 6)
-
-    return {
-        "query": result.query,
-        "mode": result.mode,
-        "decision": result.decision,
-        "threshold": rounded(result.threshold),
-        "margin": rounded(result.margin),
-        "ambiguity_margin": rounded(result.ambiguity_margin),
-        "results": [hit.to_dict() for hit in result.hits],
-    }
 
 
 def _parse_query(value: Any, config: ServiceConfig) -> str:
@@ -171,7 +155,7 @@ def create_app(searcher: Searcher, config: ServiceConfig | None = None) -> Flask
         except QueryError as exc:
             raise ApiError(400, "invalid_query", str(exc)) from None
         return jsonify({
-            **result_to_dict(result),
+            **result.to_dict(),
             "index_version": searcher.version,
             "took_ms": round((time.perf_counter() - started) * 1000, 2),
         })
