@@ -9,7 +9,6 @@ import time
 import pytest
 
 from conftest import REPO
-from retriever.serving import repair_raw_utf8_query
 
 
 def _free_port() -> int:
@@ -50,11 +49,21 @@ def server(seed_index):
     process.wait(timeout=10)
 
 
-def test_raw_utf8_query_like_curl(server):
-    status, body = _raw_get(server, "/v1/search?q=注销进度怎么查".encode("utf-8"))
+@pytest.mark.parametrize("query, decision", [
+    ("注销进度怎么查", "answer"),
+    ("今天天气怎么样", "no_match"),  # 样 is E6 A0 B7: \xa0 once split the stdlib's request line
+    ("注销后还能恢复吗？（急）", "answer"),
+])
+def test_raw_utf8_query_like_curl(server, query, decision):
+    status, body = _raw_get(server, f"/v1/search?q={query}&top_k=2".encode("utf-8"))
     assert status == 200
-    assert body["query"] == "注销进度怎么查"
-    assert body["results"][0]["faq_id"] == "cancel-02"
+    assert body["query"] == query and body["decision"] == decision
+
+
+def test_raw_bytes_that_python_calls_whitespace_survive(server):
+    query = "样丅注销"  # E6 A0 B7, E4 B8 85: \xa0 and \x85 are whitespace to str.split()
+    status, body = _raw_get(server, f"/v1/search?q={query}".encode("utf-8"))
+    assert status == 200 and body["query"] == query
 
 
 def test_percent_encoded_query(server):
@@ -67,20 +76,3 @@ def test_errors_over_the_wire_are_json(server):
     assert status == 400 and body["error"] == "missing_query"
     status, body = _raw_get(server, b"/nowhere")
     assert status == 404 and body["error"] == "not_found"
-
-
-def test_repair_leaves_ascii_and_other_servers_alone():
-    seen = {}
-
-    def app(environ, start_response):
-        seen.update(environ)
-        return []
-
-    double_encoded = "q=注销".encode("utf-8").decode("latin-1").encode("utf-8").decode("latin-1")
-    repair_raw_utf8_query(app)({"QUERY_STRING": double_encoded, "SERVER_SOFTWARE": "Werkzeug/3.1"}, None)
-    assert seen["QUERY_STRING"].encode("latin-1").decode("utf-8") == "q=注销"
-    repair_raw_utf8_query(app)({"QUERY_STRING": "q=%E6%B3%A8", "SERVER_SOFTWARE": "Werkzeug/3.1"}, None)
-    assert seen["QUERY_STRING"] == "q=%E6%B3%A8"
-    latin = "q=caf\xe9"
-    repair_raw_utf8_query(app)({"QUERY_STRING": latin, "SERVER_SOFTWARE": "gunicorn"}, None)
-    assert seen["QUERY_STRING"] == latin
