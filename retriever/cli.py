@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from .errors import RetrieverError
@@ -111,6 +112,36 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_classify(args: argparse.Namespace) -> int:
+    from .classify import checkpoint_path_for, classify_file, read_output, rejects_path_for
+    from .config import ServiceConfig
+    from .report import write_report
+
+    searcher = _load_searcher(args)
+    out = args.out
+    rejects = args.rejects or rejects_path_for(Path(out))
+    interrupted = checkpoint_path_for(Path(out)).is_file()
+    if interrupted and not args.resume:
+        print(f"note: an interrupted run of {out} is discarded; pass --resume to continue it", file=sys.stderr)
+    elif args.resume and not interrupted:
+        print(f"note: no interrupted run of {out} to resume; starting from the first row", file=sys.stderr)
+    summary = classify_file(searcher, args.input, out, input_format=args.format, id_column=args.id_column or None,
+                            text_column=args.text_column, rejects=rejects, threshold=args.threshold,
+                            batch_size=args.batch_size, max_chars=ServiceConfig.from_env().max_query_chars,
+                            resume=args.resume, progress=not args.quiet)
+    if summary.resumed_from:
+        print(f"resumed after row {summary.resumed_from}")
+    decisions = summary.decisions
+    print(f"{summary.rows} rows: {summary.classified} classified ({decisions['answer']} answer, "
+          f"{decisions['ambiguous']} ambiguous, {decisions['no_match']} no_match) -> {out}; "
+          f"{summary.rejected} rejected -> {rejects}")
+    if args.report:
+        threshold = args.threshold if args.threshold is not None else searcher.calibration().get("threshold")
+        write_report(read_output(out), args.report, title=f"Classification of {args.input}", threshold=threshold)
+        print(f"report -> {args.report}")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from .config import ServiceConfig
     from .service import create_app
@@ -166,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, func, help_text in (("search", cmd_search, "print the best entries for a query"),
                                   ("evaluate", cmd_evaluate, "measure retrieval on labelled queries"),
+                                  ("classify", cmd_classify, "map every inquiry of a file to an FAQ entry"),
                                   ("serve", cmd_serve, "serve the HTTP API")):
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument("--index", default=index_default, help="index folder (default: %(default)s)")
@@ -178,6 +210,19 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--top-k", type=_top_k, default=5)
             sub.add_argument("--threshold", type=float, help="no-match threshold instead of the calibrated one")
             sub.add_argument("--json", action="store_true", help="print JSON")
+        elif name == "classify":
+            sub.add_argument("input", help="CSV (with a header), JSON Lines, or text (one inquiry a line)")
+            sub.add_argument("--out", required=True, help="output file: .csv or .jsonl")
+            sub.add_argument("--format", choices=("csv", "jsonl", "text"), help="input format (default: by suffix)")
+            sub.add_argument("--text-column", default="text", help="CSV column / JSON field of the text")
+            sub.add_argument("--id-column", default="id",
+                             help="CSV column / JSON field of the id ('' for line numbers)")
+            sub.add_argument("--rejects", help="rows that cannot be read (default: OUT_STEM.rejects.jsonl)")
+            sub.add_argument("--threshold", type=float, help="no-match threshold instead of the calibrated one")
+            sub.add_argument("--batch-size", type=_positive, default=256)
+            sub.add_argument("--resume", action="store_true", help="continue an interrupted run of the same input")
+            sub.add_argument("--report", help="also write an HTML report here")
+            sub.add_argument("--quiet", action="store_true", help="no progress bar")
         elif name == "evaluate":
             sub.add_argument("--queries", required=True,
                              help='labelled queries, JSON Lines: {"query": "...", "faq_id": "..." | null}')

@@ -29,6 +29,8 @@ class ServiceConfig:
     default_top_k: int = 5
     max_top_k: int = 50
     max_body_bytes: int = 64 * 1024
+    max_batch: int = 1000  # inquiries per /v1/classify request
+    max_batch_body_bytes: int = 2 * 1024 * 1024
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "ServiceConfig":
@@ -38,4 +40,6 @@ class ServiceConfig:
             default_top_k=_int_env(environ, "RETRIEVER_DEFAULT_TOP_K", defaults.default_top_k),
             max_top_k=_int_env(environ, "RETRIEVER_MAX_TOP_K", defaults.max_top_k),
             max_body_bytes=_int_env(environ, "RETRIEVER_MAX_BODY_BYTES", defaults.max_body_bytes),
+            max_batch=_int_env(environ, "RETRIEVER_MAX_BATCH", defaults.max_batch),
+            max_batch_body_bytes=_int_env(environ, "RETRIEVER_MAX_BATCH_BODY_BYTES", defaults.max_batch_body_bytes),
         )

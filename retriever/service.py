@@ -12,8 +12,10 @@ from typing import Any
 from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from .classify import classify_texts
 from .config import ServiceConfig
 from .errors import QueryError
+from .normalize import normalize
 from .scoring import MODES
 from .search import Searcher
 
@@ -90,7 +92,9 @@ def _parse_query(value: Any, config: ServiceConfig) -> str:
     return value
 
 
-def _json_body() -> dict[str, Any]:
+def _json_body(max_bytes: int) -> dict[str, Any]:
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise ApiError(413, "payload_too_large", f"the body has {request.content_length} bytes; the limit is {max_bytes}")
     if not request.is_json:
         raise ApiError(415, "unsupported_media_type",
                        f"send the body as application/json, not {request.mimetype or 'no content type'}")
@@ -109,11 +113,44 @@ def _check_fields(body: dict[str, Any], allowed: set[str]) -> None:
                        f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
 
 
+def _validate_inquiries(items: Any, config: ServiceConfig) -> tuple[list[tuple[int, str, str]], list[dict]]:
+    """Split a classify request's items into valid ``(index, id, text)`` and per-item errors."""
+    if not isinstance(items, list) or not items:
+        raise ApiError(400, "invalid_inquiries", "'inquiries' must be a non-empty list of {\"id\", \"text\"} objects")
+    if len(items) > config.max_batch:
+        raise ApiError(400, "too_many_inquiries", f"{len(items)} inquiries; the limit is {config.max_batch} a request")
+    valid, errors, seen = [], [], set()
+
+    def reject(index: int, item_id: Any, code: str, message: str) -> None:
+        errors.append({"index": index, "id": item_id, "error": code, "message": message})
+
+    for index, item in enumerate(items):
+        item_id = item.get("id") if isinstance(item, dict) else None
+        if not isinstance(item, dict):
+            reject(index, None, "invalid_item", "an inquiry must be an object with 'id' and 'text'")
+        elif set(item) - {"id", "text"}:
+            reject(index, item_id, "unknown_field", f"unknown field(s) {', '.join(sorted(set(item) - {'id', 'text'}))}")
+        elif isinstance(item_id, bool) or not isinstance(item_id, (str, int)) or str(item_id).strip() == "":
+            reject(index, item_id, "missing_id", "'id' must be a non-empty string or an integer")
+        elif str(item_id) in seen:
+            reject(index, item_id, "duplicate_id", f"id {item_id!r} appears earlier in this request")
+        elif not isinstance(item.get("text"), str) or not normalize(item["text"]):
+            reject(index, item_id, "missing_text", "'text' must be a non-empty string")
+        elif len(item["text"]) > config.max_query_chars:
+            reject(index, item_id, "text_too_long",
+                   f"'text' has {len(item['text'])} characters; the limit is {config.max_query_chars}")
+        else:
+            seen.add(str(item_id))
+            valid.append((index, item_id, item["text"]))
+    return valid, errors
+
+
 def create_app(searcher: Searcher, config: ServiceConfig | None = None) -> Flask:
     """The Flask application serving ``searcher``."""
     config = config or ServiceConfig()
     app = Flask(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
+    # The largest body any route takes; each route checks its own, smaller limit.
+    app.config["MAX_CONTENT_LENGTH"] = max(config.max_body_bytes, config.max_batch_body_bytes)
     app.json.ensure_ascii = False  # Chinese stays readable in responses
     app.json.sort_keys = False
     app.extensions["retriever"] = {"searcher": searcher, "config": config}
@@ -144,7 +181,7 @@ def create_app(searcher: Searcher, config: ServiceConfig | None = None) -> Flask
             params = request.args.to_dict()
             params["query"] = params.pop("q", None)
         else:
-            params = _json_body()
+            params = _json_body(config.max_body_bytes)
         _check_fields(params, {"query", "top_k", "threshold", "mode"})
         query = _parse_query(params.get("query"), config)
         top_k = _parse_top_k(params.get("top_k"), config, from_query_string)
@@ -156,6 +193,29 @@ def create_app(searcher: Searcher, config: ServiceConfig | None = None) -> Flask
             raise ApiError(400, "invalid_query", str(exc)) from None
         return jsonify({
             **result.to_dict(),
+            "index_version": searcher.version,
+            "took_ms": round((time.perf_counter() - started) * 1000, 2),
+        })
+
+    @app.post("/v1/classify")
+    def classify():
+        started = time.perf_counter()
+        body = _json_body(config.max_batch_body_bytes)
+        _check_fields(body, {"inquiries", "threshold"})
+        threshold = _parse_threshold(body.get("threshold"), from_query_string=False)
+        valid, errors = _validate_inquiries(body.get("inquiries"), config)
+        # One model call for the whole request.
+        outcomes = classify_texts(searcher, [text for _, _, text in valid], threshold) if valid else []
+        results = [{"index": index, "id": item_id, **outcome}
+                   for (index, item_id, _), outcome in zip(valid, outcomes)]
+        counts = {"answer": 0, "ambiguous": 0, "no_match": 0}
+        for result in results:
+            counts[result["decision"]] += 1
+        return jsonify({
+            "results": results,
+            "errors": errors,
+            "counts": {**counts, "invalid": len(errors)},
+            "threshold": threshold if threshold is not None else searcher.calibration().get("threshold"),
             "index_version": searcher.version,
             "took_ms": round((time.perf_counter() - started) * 1000, 2),
         })
