@@ -8,7 +8,7 @@ INDEX  ?= index/
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install index serve test bench clean
+.PHONY: install index serve test bench browser-deps clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,12 @@ serve: index
 
 test: install
 	$(PY) -m pytest -q
+
+# Debian packages for the browser test (root): Chromium, its driver, a CJK font for readable screenshots.
+BROWSER_PACKAGES := chromium chromium-driver fonts-wqy-microhei
+browser-deps:
+	@dpkg -s $(BROWSER_PACKAGES) >/dev/null 2>&1 || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BROWSER_PACKAGES); }
 
 bench: install
 	$(PY) benchmarks/search_latency.py

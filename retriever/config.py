@@ -31,6 +31,7 @@ class ServiceConfig:
     max_body_bytes: int = 64 * 1024
     max_batch: int = 1000  # inquiries per /v1/classify request
     max_batch_body_bytes: int = 2 * 1024 * 1024
+    cors_origins: tuple[str, ...] = ()  # origins allowed to call /v1/* from a browser; "*" for any
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "ServiceConfig":
@@ -42,4 +43,5 @@ class ServiceConfig:
             max_body_bytes=_int_env(environ, "RETRIEVER_MAX_BODY_BYTES", defaults.max_body_bytes),
             max_batch=_int_env(environ, "RETRIEVER_MAX_BATCH", defaults.max_batch),
             max_batch_body_bytes=_int_env(environ, "RETRIEVER_MAX_BATCH_BODY_BYTES", defaults.max_batch_body_bytes),
+            cors_origins=tuple(o.strip() for o in environ.get("RETRIEVER_CORS_ORIGINS", "").split(",") if o.strip()),
         )

@@ -148,12 +148,17 @@ def _validate_inquiries(items: Any, config: ServiceConfig) -> tuple[list[tuple[i
 def create_app(searcher: Searcher, config: ServiceConfig | None = None) -> Flask:
     """The Flask application serving ``searcher``."""
     config = config or ServiceConfig()
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder="static", static_url_path="/static")
     # The largest body any route takes; each route checks its own, smaller limit.
     app.config["MAX_CONTENT_LENGTH"] = max(config.max_body_bytes, config.max_batch_body_bytes)
     app.json.ensure_ascii = False  # Chinese stays readable in responses
     app.json.sort_keys = False
     app.extensions["retriever"] = {"searcher": searcher, "config": config}
+    if config.cors_origins:
+        from flask_cors import CORS
+
+        # Browser clients on other origins (the embeddable widget) may call the API.
+        CORS(app, resources={r"/v1/*": {"origins": list(config.cors_origins)}, r"/widget.js": {"origins": "*"}})
 
     @app.errorhandler(ApiError)
     def _api_error(error: ApiError):
@@ -168,6 +173,14 @@ def create_app(searcher: Searcher, config: ServiceConfig | None = None) -> Flask
     def _unexpected(error: Exception):
         log.exception("unhandled error on %s %s", request.method, request.path)
         return _error_response(500, "internal_error", "the service failed to handle this request")
+
+    @app.get("/")
+    def page():
+        return app.send_static_file("index.html")
+
+    @app.get("/widget.js")
+    def widget():
+        return app.send_static_file("widget.js")
 
     @app.get("/healthz")
     def healthz():

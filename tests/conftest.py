@@ -1,7 +1,14 @@
 """Shared fixtures: the real default model, and the seed corpus built into a temporary index."""
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
+import subprocess
+import sys
 import textwrap
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -55,3 +62,40 @@ def write_file(tmp_path):
         return path
 
     return write
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_server(index: Path, env: dict | None = None):
+    """`python -m retriever serve` on a free 127.0.0.1 port; yields the base URL, stops it after."""
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "retriever", "serve", "--index", str(index), "--port", str(port)],
+                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               env={**os.environ, **(env or {})})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(url + "/healthz", timeout=2)
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"server did not start: {process.stdout.read().decode()}")
+                time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def server(seed_index):
+    """The seed index served by a real server process; yields its port."""
+    with running_server(seed_index) as url:
+        yield int(url.rsplit(":", 1)[1])

@@ -1,20 +1,8 @@
-"""The real server process on 127.0.0.1, as curl talks to it."""
+"""The real server process on 127.0.0.1, as curl talks to it (raw sockets, raw bytes)."""
 import json
-import os
 import socket
-import subprocess
-import sys
-import time
 
 import pytest
-
-from conftest import REPO
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _raw_get(port: int, target: bytes) -> tuple[int, dict]:
@@ -26,27 +14,6 @@ def _raw_get(port: int, target: bytes) -> tuple[int, dict]:
             data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
     return int(head.split()[1]), json.loads(body)
-
-
-@pytest.fixture(scope="module")
-def server(seed_index):
-    port = _free_port()
-    process = subprocess.Popen([sys.executable, "-m", "retriever", "serve", "--index", str(seed_index),
-                                "--port", str(port)], cwd=REPO, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, env={**os.environ})
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if _raw_get(port, b"/healthz")[0] == 200:
-                break
-        except (OSError, ValueError):
-            time.sleep(0.2)
-    else:
-        process.kill()
-        pytest.fail(f"server did not start: {process.stdout.read().decode()}")
-    yield port
-    process.terminate()
-    process.wait(timeout=10)
 
 
 @pytest.mark.parametrize("query, decision", [

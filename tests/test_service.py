@@ -102,7 +102,7 @@ LONG = "注" * 501
     ("post", "/v1/search", {"data": json.dumps({"query": "注" * 70000}), "content_type": "application/json"},
      413, "payload_too_large"),
     ("get", "/v1/nothing", {}, 404, "not_found"),
-    ("get", "/", {}, 404, "not_found"),
+    ("get", "/nothing.js", {}, 404, "not_found"),
     ("delete", "/v1/search", {}, 405, "method_not_allowed"),
     ("post", "/healthz", {}, 405, "method_not_allowed"),
 ])
@@ -137,3 +137,32 @@ def test_config_from_env_rejects_nonsense():
     assert ServiceConfig.from_env({"RETRIEVER_MAX_TOP_K": "20"}).max_top_k == 20
     with pytest.raises(RetrieverError, match="RETRIEVER_MAX_TOP_K='lots' is not an integer"):
         ServiceConfig.from_env({"RETRIEVER_MAX_TOP_K": "lots"})
+
+
+def test_page_and_widget_are_served(client):
+    page = client.get("/")
+    assert page.status_code == 200 and page.mimetype == "text/html"
+    assert '<script src="widget.js"' in page.get_data(as_text=True)
+    widget = client.get("/widget.js")
+    assert widget.status_code == 200 and "javascript" in widget.mimetype
+    assert "没有找到相关问题，请联系人工客服" in widget.get_data(as_text=True)
+
+
+def test_cors_is_off_unless_configured(client):
+    response = client.get("/v1/search?q=注销", headers={"Origin": "https://portal.example"})
+    assert response.status_code == 200 and "Access-Control-Allow-Origin" not in response.headers
+
+
+def test_cors_allows_configured_origins_only(searcher):
+    client = create_app(searcher, ServiceConfig(cors_origins=("https://portal.example",))).test_client()
+    allowed = client.get("/v1/search?q=注销", headers={"Origin": "https://portal.example"})
+    assert allowed.headers["Access-Control-Allow-Origin"] == "https://portal.example"
+    other = client.get("/v1/search?q=注销", headers={"Origin": "https://elsewhere.example"})
+    assert "Access-Control-Allow-Origin" not in other.headers
+    preflight = client.options("/v1/classify", headers={"Origin": "https://portal.example",
+                                                        "Access-Control-Request-Method": "POST",
+                                                        "Access-Control-Request-Headers": "Content-Type"})
+    assert preflight.status_code == 200
+    assert "POST" in preflight.headers["Access-Control-Allow-Methods"]
+    assert ServiceConfig.from_env({"RETRIEVER_CORS_ORIGINS": "https://a.example, https://b.example"}).cors_origins \
+        == ("https://a.example", "https://b.example")

@@ -1,0 +1,160 @@
+/*
+ * faq-retriever search box. Used by the service's own page (/) and embeddable on any site:
+ *
+ *   <div id="faq-search"></div>
+ *   <script src="https://faq.example.gov/widget.js" data-target="faq-search"></script>
+ *
+ * Optional attributes: data-api (base URL of the service; default: where this script came from),
+ * data-top-k (default 5), data-placeholder, data-label (the box's label; "" hides it visually,
+ * screen readers still read "常见问题搜索"). Another site needs the service's CORS setting
+ * (RETRIEVER_CORS_ORIGINS) to allow its origin.
+ */
+(function () {
+  "use strict";
+
+  var script = document.currentScript;
+  var apiBase = (script.dataset.api || new URL(script.src, location.href).origin).replace(/\/$/, "");
+  var topK = parseInt(script.dataset.topK || "5", 10);
+  var DEBOUNCE_MS = 250;
+  var TEXT = {
+    placeholder: script.dataset.placeholder || "请输入您的问题，例如：注销进度怎么查",
+    label: script.dataset.label === undefined ? "常见问题搜索" : script.dataset.label,
+    noMatch: "没有找到相关问题，请联系人工客服。",
+    ambiguous: "以下问题可能与您的问题相关：",
+    error: "查询出错：",
+    network: "无法连接服务，请稍后再试。",
+    matched: "匹配问题：",
+    score: "相似度",
+    searching: "正在查询…",
+    results: function (n) { return "找到 " + n + " 个相关问题，按 ↓ 浏览"; },
+  };
+
+  var STYLE = [
+    ":host{display:block;font-family:system-ui,-apple-system,'PingFang SC','Microsoft YaHei','Noto Sans CJK SC',sans-serif;",
+    "color:#1f2933;max-width:48rem}",
+    "label{display:block;font-weight:600;margin-bottom:.4rem}",
+    "label.hidden{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0)}",
+    "input{box-sizing:border-box;width:100%;font-size:1.1rem;padding:.7rem .9rem;border:2px solid #9aa5b1;border-radius:.5rem}",
+    "input:focus{outline:none;border-color:#1d4ed8}",
+    ".status{min-height:1.5rem;margin:.6rem 0;color:#52606d}",
+    ".status.no-match{color:#b42318;font-weight:600}.status.error{color:#b42318}",
+    "ol{list-style:none;margin:0;padding:0}",
+    "li{border:1px solid #d9e2ec;border-radius:.5rem;padding:.8rem 1rem;margin-bottom:.6rem;cursor:pointer}",
+    "li:focus{outline:3px solid #1d4ed8;outline-offset:1px}",
+    "li h3{font-size:1rem;margin:0 0 .4rem}",
+    ".answer{white-space:pre-wrap;margin:.4rem 0;line-height:1.6;overflow-wrap:anywhere}",
+    "li:not(.open) .answer{display:-webkit-box;-webkit-line-clamp:3;-webkit-box-orient:vertical;overflow:hidden}",
+    ".meta{font-size:.85rem;color:#52606d;display:flex;flex-wrap:wrap;gap:.3rem 1rem}",
+    "@media (max-width:480px){input{font-size:1rem}li{padding:.7rem}}",
+  ].join("");
+
+  function el(tag, attrs, text) {
+    var node = document.createElement(tag);
+    Object.keys(attrs || {}).forEach(function (key) { node.setAttribute(key, attrs[key]); });
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  function mount(host) {
+    var root = host.attachShadow({ mode: "open" });
+    var style = el("style", {}, STYLE);
+    var label = el("label", { for: "q", class: TEXT.label ? "" : "hidden" }, TEXT.label || "常见问题搜索");
+    var input = el("input", { id: "q", type: "search", autocomplete: "off", placeholder: TEXT.placeholder,
+                              "aria-controls": "results", "aria-describedby": "status" });
+    var status = el("div", { id: "status", class: "status", role: "status", "aria-live": "polite" });
+    var list = el("ol", { id: "results", "aria-label": "搜索结果" });
+    root.append(style, label, input, status, list);
+
+    var timer = null;
+    var inFlight = null;
+
+    function setStatus(text, kind) {
+      status.textContent = text;
+      status.className = "status" + (kind ? " " + kind : "");
+    }
+
+    function render(body) {
+      list.textContent = "";
+      if (body.decision === "no_match" || body.results.length === 0) {
+        setStatus(TEXT.noMatch, "no-match");
+        return;
+      }
+      setStatus(body.decision === "ambiguous" ? TEXT.ambiguous : TEXT.results(body.results.length));
+      body.results.forEach(function (hit) {
+        var item = el("li", { tabindex: "0", "data-faq-id": hit.faq_id });
+        var meta = el("div", { class: "meta" });
+        meta.append(el("span", {}, TEXT.matched + hit.matched_text),
+                    el("span", {}, TEXT.score + " " + hit.score.toFixed(3)));
+        item.append(el("h3", {}, hit.question), el("p", { class: "answer" }, hit.answer), meta);
+        list.append(item);
+      });
+    }
+
+    function search(query) {
+      if (inFlight) inFlight.abort();  // a stale answer must never replace a newer one
+      if (!query.trim()) {
+        list.textContent = "";
+        setStatus("");
+        return;
+      }
+      var controller = new AbortController();
+      inFlight = controller;
+      setStatus(TEXT.searching);
+      var url = apiBase + "/v1/search?q=" + encodeURIComponent(query) + "&top_k=" + topK;
+      fetch(url, { signal: controller.signal, headers: { Accept: "application/json" } })
+        .then(function (response) {
+          return response.json().then(function (body) {
+            if (!response.ok) throw new Error(body.message || response.statusText);
+            return body;
+          });
+        })
+        .then(function (body) { if (inFlight === controller) render(body); })
+        .catch(function (error) {
+          if (error.name === "AbortError") return;
+          list.textContent = "";
+          setStatus(error instanceof TypeError ? TEXT.network : TEXT.error + error.message, "error");
+        });
+    }
+
+    input.addEventListener("input", function () {
+      clearTimeout(timer);
+      timer = setTimeout(function () { search(input.value); }, DEBOUNCE_MS);
+    });
+
+    // Keyboard: ↓ from the box to the results, ↑/↓ between them, Enter/Space opens an answer, Esc back.
+    root.addEventListener("keydown", function (event) {
+      var items = Array.prototype.slice.call(list.children);
+      var index = items.indexOf(root.activeElement);
+      if (event.key === "ArrowDown" && items.length) {
+        event.preventDefault();
+        items[Math.min(index + 1, items.length - 1)].focus();
+      } else if (event.key === "ArrowUp" && index >= 0) {
+        event.preventDefault();
+        (index === 0 ? input : items[index - 1]).focus();
+      } else if ((event.key === "Enter" || event.key === " ") && index >= 0) {
+        event.preventDefault();
+        items[index].classList.toggle("open");
+      } else if (event.key === "Escape") {
+        input.focus();
+      }
+    });
+    list.addEventListener("click", function (event) {
+      var item = event.target.closest("li");
+      if (item) item.classList.toggle("open");
+    });
+  }
+
+  function start() {
+    var id = script.dataset.target || "faq-search";
+    var target = document.getElementById(id);
+    if (!target) {  // no container given: place the box where the script stands, or at the end of the page
+      target = el("div", { id: id });
+      var inBody = script.parentNode && script.parentNode !== document.head;
+      if (inBody) script.parentNode.insertBefore(target, script); else document.body.appendChild(target);
+    }
+    mount(target);
+  }
+
+  // The script may come before its container in the page: wait for the document if it is still loading.
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start); else start();
+})();
