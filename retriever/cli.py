@@ -17,6 +17,7 @@ from typing import Sequence
 
 from .errors import RetrieverError
 from .scoring import DEFAULT_MODE, MODES
+from .serving import ServerSettings
 
 log = logging.getLogger("retriever")
 
@@ -144,12 +145,44 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from .config import ServiceConfig
+    from .encoder import load_encoder
+    from .observability import configure_access_log
+    from .reload import SearcherHolder
+    from .search import Searcher
     from .service import create_app
-    from .serving import serve
+    from .serving import model_threads, serve_debug, serve_gunicorn
 
-    app = create_app(_load_searcher(args), ServiceConfig.from_env())
-    log.info("serving %s on http://%s:%d", args.index, args.host, args.port)
-    serve(app, args.host, args.port, debug=args.debug)
+    config = ServiceConfig.from_env()
+    settings = ServerSettings(host=args.host, port=args.port, workers=args.workers, threads=args.threads,
+                              timeout=args.timeout)
+    model = _model_for_index(args)  # read once: every worker and reload uses the same model
+
+    def make_app():
+        configure_access_log()
+        encoder = load_encoder(model, threads=model_threads(settings.workers))
+        holder = SearcherHolder(args.index, lambda version_dir: Searcher.load(version_dir, encoder, mode=args.mode))
+        holder.load_initial()
+        holder.watch(config.reload_poll_seconds)
+        return create_app(holder, config)
+
+    if args.debug:
+        serve_debug(make_app(), args.host, args.port)
+        return 0
+    from .index import read_manifest
+
+    read_manifest(args.index)  # fail here, with a message, rather than in every worker
+    log.info("serving %s on http://%s:%d (%d worker(s) x %d threads)", args.index, args.host, args.port,
+             settings.workers, settings.threads)
+    serve_gunicorn(make_app, settings)
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from .reload import rollback
+
+    new, old = rollback(args.index, args.to)
+    print(f"{args.index}: CURRENT now {new} (was {old}); running services switch on their next check "
+          f"(RETRIEVER_RELOAD_POLL_SECONDS), on POST /admin/reload, or on SIGHUP")
     return 0
 
 
@@ -230,7 +263,15 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             sub.add_argument("--host", default="127.0.0.1")
             sub.add_argument("--port", type=int, default=8000)
-            sub.add_argument("--debug", action="store_true", help="Flask debug mode")
+            sub.add_argument("--workers", type=_positive, default=ServerSettings.workers,
+                             help="gunicorn worker processes (default: one per core, %(default)s)")
+            sub.add_argument("--threads", type=_positive, default=8, help="threads per worker (default: 8)")
+            sub.add_argument("--timeout", type=_positive, default=60, help="worker timeout, seconds (default: 60)")
+            sub.add_argument("--debug", action="store_true", help="Flask's development server in debug mode")
+    rollback = commands.add_parser("rollback", help="point the index at the previous version")
+    rollback.add_argument("--index", default=index_default, help="index folder (default: %(default)s)")
+    rollback.add_argument("--to", help="a version name (default: the one before the current)")
+    rollback.set_defaults(func=cmd_rollback)
     return parser
 
 

@@ -21,6 +21,19 @@ def _int_env(environ: Mapping[str, str], name: str, default: int) -> int:
     return number
 
 
+def _float_env(environ: Mapping[str, str], name: str, default: float) -> float:
+    value = environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise RetrieverError(f"environment variable {name}={value!r} is not a number") from None
+    if number < 0:
+        raise RetrieverError(f"environment variable {name}={value!r} must not be negative")
+    return number
+
+
 @dataclass(frozen=True)
 class ServiceConfig:
     """Limits of the HTTP API (documented in the README)."""
@@ -32,6 +45,10 @@ class ServiceConfig:
     max_batch: int = 1000  # inquiries per /v1/classify request
     max_batch_body_bytes: int = 2 * 1024 * 1024
     cors_origins: tuple[str, ...] = ()  # origins allowed to call /v1/* from a browser; "*" for any
+    admin_token: str | None = None  # bearer token for /admin/*; None disables them
+    rate_limit: str | None = "50 per second"  # per client address and worker (flask-limiter syntax)
+    unmatched_log: str | None = None  # JSON Lines of no_match queries, rotated at 10 MB
+    reload_poll_seconds: float = 2.0  # how often workers look for a new CURRENT version; 0: never
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "ServiceConfig":
@@ -44,4 +61,8 @@ class ServiceConfig:
             max_batch=_int_env(environ, "RETRIEVER_MAX_BATCH", defaults.max_batch),
             max_batch_body_bytes=_int_env(environ, "RETRIEVER_MAX_BATCH_BODY_BYTES", defaults.max_batch_body_bytes),
             cors_origins=tuple(o.strip() for o in environ.get("RETRIEVER_CORS_ORIGINS", "").split(",") if o.strip()),
+            admin_token=environ.get("RETRIEVER_ADMIN_TOKEN") or None,
+            rate_limit=environ.get("RETRIEVER_RATE_LIMIT", defaults.rate_limit) or None,
+            unmatched_log=environ.get("RETRIEVER_UNMATCHED_LOG") or None,
+            reload_poll_seconds=_float_env(environ, "RETRIEVER_RELOAD_POLL_SECONDS", defaults.reload_poll_seconds),
         )

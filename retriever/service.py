@@ -5,18 +5,22 @@ with a 4xx status (5xx only for a fault of the service itself, never with a trac
 """
 from __future__ import annotations
 
+import hmac
 import logging
 import time
 from typing import Any
 
-from flask import Flask, jsonify, request
+from flask import Flask, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from .classify import classify_texts
 from .config import ServiceConfig
 from .errors import QueryError
-from .normalize import normalize
-from .scoring import MODES
+from pydantic import ValidationError
+
+from .observability import Metrics, UnmatchedLog, log_access
+from .schemas import classify_error, inquiry_error, openapi_document, request_schemas, search_error
+from .reload import ReloadRefused, SearcherHolder
 from .search import Searcher
 
 log = logging.getLogger(__name__)
@@ -28,6 +32,7 @@ _HTTP_ERROR_CODES = {
     405: "method_not_allowed",
     413: "payload_too_large",
     415: "unsupported_media_type",
+    429: "rate_limited",
 }
 
 
@@ -39,57 +44,6 @@ class ApiError(Exception):
 
 def _error_response(status: int, code: str, message: str):
     return jsonify({"error": code, "message": message}), status
-
-
-def _parse_top_k(value: Any, config: ServiceConfig, from_query_string: bool) -> int:
-    if value is None:
-        return config.default_top_k
-    if from_query_string:
-        try:
-            value = int(value.strip())
-        except ValueError:
-            raise ApiError(400, "invalid_top_k", f"top_k must be an integer, got {value!r}") from None
-    elif isinstance(value, bool) or not isinstance(value, int):
-        raise ApiError(400, "invalid_top_k", f"top_k must be an integer, got {value!r}")
-    if not 1 <= value <= config.max_top_k:
-        raise ApiError(400, "invalid_top_k", f"top_k must be between 1 and {config.max_top_k}, got {value}")
-    return value
-
-
-def _parse_threshold(value: Any, from_query_string: bool) -> float | None:
-    if value is None:
-        return None
-    if from_query_string:
-        try:
-            value = float(value)
-        except ValueError:
-            raise ApiError(400, "invalid_threshold", f"threshold must be a number, got {value!r}") from None
-    elif isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ApiError(400, "invalid_threshold", f"threshold must be a number, got {value!r}")
-    if not -1.0 <= value <= 1.0:
-        raise ApiError(400, "invalid_threshold", f"threshold must be between -1 and 1, got {value}")
-    return float(value)
-
-
-def _parse_mode(value: Any) -> str | None:
-    if value is None:
-        return None
-    if value not in MODES:
-        raise ApiError(400, "invalid_mode", f"mode must be one of {', '.join(MODES)}, got {value!r}")
-    return value
-
-
-def _parse_query(value: Any, config: ServiceConfig) -> str:
-    if value is None:
-        raise ApiError(400, "missing_query", "the query is missing: pass ?q=... or {\"query\": \"...\"}")
-    if not isinstance(value, str):
-        raise ApiError(400, "invalid_query", f"the query must be a string, got {type(value).__name__}")
-    if not value.strip():
-        raise ApiError(400, "missing_query", "the query is blank")
-    if len(value) > config.max_query_chars:
-        raise ApiError(400, "query_too_long",
-                       f"the query has {len(value)} characters; the limit is {config.max_query_chars}")
-    return value
 
 
 def _json_body(max_bytes: int) -> dict[str, Any]:
@@ -106,59 +60,73 @@ def _json_body(max_bytes: int) -> dict[str, Any]:
     return body
 
 
-def _check_fields(body: dict[str, Any], allowed: set[str]) -> None:
-    unknown = sorted(set(body) - allowed)
-    if unknown:
-        raise ApiError(400, "unknown_field",
-                       f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
-
-
-def _validate_inquiries(items: Any, config: ServiceConfig) -> tuple[list[tuple[int, str, str]], list[dict]]:
-    """Split a classify request's items into valid ``(index, id, text)`` and per-item errors."""
-    if not isinstance(items, list) or not items:
-        raise ApiError(400, "invalid_inquiries", "'inquiries' must be a non-empty list of {\"id\", \"text\"} objects")
-    if len(items) > config.max_batch:
-        raise ApiError(400, "too_many_inquiries", f"{len(items)} inquiries; the limit is {config.max_batch} a request")
-    valid, errors, seen = [], [], set()
-
-    def reject(index: int, item_id: Any, code: str, message: str) -> None:
-        errors.append({"index": index, "id": item_id, "error": code, "message": message})
-
-    for index, item in enumerate(items):
-        item_id = item.get("id") if isinstance(item, dict) else None
-        if not isinstance(item, dict):
-            reject(index, None, "invalid_item", "an inquiry must be an object with 'id' and 'text'")
-        elif set(item) - {"id", "text"}:
-            reject(index, item_id, "unknown_field", f"unknown field(s) {', '.join(sorted(set(item) - {'id', 'text'}))}")
-        elif isinstance(item_id, bool) or not isinstance(item_id, (str, int)) or str(item_id).strip() == "":
-            reject(index, item_id, "missing_id", "'id' must be a non-empty string or an integer")
-        elif str(item_id) in seen:
-            reject(index, item_id, "duplicate_id", f"id {item_id!r} appears earlier in this request")
-        elif not isinstance(item.get("text"), str) or not normalize(item["text"]):
-            reject(index, item_id, "missing_text", "'text' must be a non-empty string")
-        elif len(item["text"]) > config.max_query_chars:
-            reject(index, item_id, "text_too_long",
-                   f"'text' has {len(item['text'])} characters; the limit is {config.max_query_chars}")
+def _duplicate_ids(valid: list[tuple[int, Any, str]]) -> tuple[list[tuple[int, Any, str]], list[dict]]:
+    """Keep the first inquiry of each id; later ones are errors."""
+    kept, errors, seen = [], [], set()
+    for index, item_id, text in valid:
+        if str(item_id) in seen:
+            errors.append({"index": index, "id": item_id, "error": "duplicate_id",
+                           "message": f"id {item_id!r} appears earlier in this request"})
         else:
             seen.add(str(item_id))
-            valid.append((index, item_id, item["text"]))
-    return valid, errors
+            kept.append((index, item_id, text))
+    return kept, errors
 
 
-def create_app(searcher: Searcher, config: ServiceConfig | None = None) -> Flask:
-    """The Flask application serving ``searcher``."""
+def create_app(source: Searcher | SearcherHolder, config: ServiceConfig | None = None) -> Flask:
+    """The Flask application serving a searcher, or whatever searcher ``source`` (a holder) holds."""
     config = config or ServiceConfig()
+    holder = source if isinstance(source, SearcherHolder) else SearcherHolder.fixed(source)
+    metrics = Metrics()
+    schemas = request_schemas(config)
+    unmatched = UnmatchedLog(config.unmatched_log) if config.unmatched_log else None
     app = Flask(__name__, static_folder="static", static_url_path="/static")
     # The largest body any route takes; each route checks its own, smaller limit.
     app.config["MAX_CONTENT_LENGTH"] = max(config.max_body_bytes, config.max_batch_body_bytes)
     app.json.ensure_ascii = False  # Chinese stays readable in responses
     app.json.sort_keys = False
-    app.extensions["retriever"] = {"searcher": searcher, "config": config}
+    app.extensions["retriever"] = {"holder": holder, "config": config, "metrics": metrics}
     if config.cors_origins:
         from flask_cors import CORS
 
         # Browser clients on other origins (the embeddable widget) may call the API.
         CORS(app, resources={r"/v1/*": {"origins": list(config.cors_origins)}, r"/widget.js": {"origins": "*"}})
+    limiter = None
+    if config.rate_limit:
+        from flask_limiter import Limiter
+        from flask_limiter.util import get_remote_address
+
+        # In memory, so per worker process: with N workers a client gets up to N times the limit.
+        limiter = Limiter(get_remote_address, app=app, default_limits=[config.rate_limit], storage_uri="memory://",
+                          headers_enabled=True)
+
+    def serving() -> Searcher:
+        """The searcher for this request, taken once: a reload meanwhile does not change it."""
+        if "searcher" not in g:
+            g.searcher = holder.current
+            if g.searcher is None:
+                raise ApiError(503, "not_ready", "no index is loaded yet")
+        return g.searcher
+
+    def note_unmatched(query: str, outcome: dict, source_route: str) -> None:
+        metrics.decisions.labels(outcome["decision"]).inc()
+        if unmatched is not None and outcome["decision"] == "no_match":
+            unmatched.record(query, outcome.get("top_faq_id"), outcome.get("score"), outcome.get("threshold"),
+                             serving().version, source_route)
+
+    @app.before_request
+    def _start_timer():
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def _observe(response):
+        seconds = time.perf_counter() - g.get("started", time.perf_counter())
+        route = request.url_rule.rule if request.url_rule else "unmatched"
+        metrics.observe_request(route, request.method, response.status_code, seconds)
+        searcher = g.get("searcher")
+        log_access(request.method, request.path, response.status_code, seconds, request.remote_addr,
+                   index_version=searcher.version if searcher else None)
+        return response
 
     @app.errorhandler(ApiError)
     def _api_error(error: ApiError):
@@ -167,60 +135,154 @@ def create_app(searcher: Searcher, config: ServiceConfig | None = None) -> Flask
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException):
         code = _HTTP_ERROR_CODES.get(error.code or 500, "http_error")
-        return _error_response(error.code or 500, code, error.description or error.name)
+        response = _error_response(error.code or 500, code, error.description or error.name)
+        if error.code == 429 and limiter is not None:
+            return response[0], 429, {"Retry-After": "1"}
+        return response
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception):
         log.exception("unhandled error on %s %s", request.method, request.path)
         return _error_response(500, "internal_error", "the service failed to handle this request")
 
+    def exempt(view):
+        return limiter.exempt(view) if limiter is not None else view
+
     @app.get("/")
+    @exempt
     def page():
         return app.send_static_file("index.html")
 
     @app.get("/widget.js")
+    @exempt
     def widget():
         return app.send_static_file("widget.js")
 
     @app.get("/healthz")
+    @exempt
     def healthz():
-        return jsonify({"status": "ok", "index": searcher.info()})
+        """Alive: the process answers. Index facts when one is loaded."""
+        searcher = holder.current
+        return jsonify({"status": "ok", "index": searcher.info() if searcher else None})
+
+    @app.get("/readyz")
+    @exempt
+    def readyz():
+        """Ready: an index is loaded and can answer."""
+        searcher = holder.current
+        if searcher is None:
+            raise ApiError(503, "not_ready", "no index is loaded yet")
+        return jsonify({"status": "ready", "version": searcher.version})
+
+    @app.get("/metrics")
+    @exempt
+    def prometheus_metrics():
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        searcher = holder.current
+        if searcher is not None:
+            metrics.set_index(searcher.version, searcher.index.manifest.get("model", ""))
+        return generate_latest(metrics.registry), 200, {"Content-Type": CONTENT_TYPE_LATEST}
+
+    @app.get("/openapi.json")
+    @exempt
+    def openapi():
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            release = version("faq-retriever")
+        except PackageNotFoundError:
+            release = "dev"
+        return jsonify(openapi_document(schemas, config, release))
+
+    @app.get("/docs")
+    @exempt
+    def docs():
+        return app.send_static_file("docs.html")
+
+    @app.get("/docs/<path:name>")
+    @exempt
+    def docs_assets(name: str):
+        from pathlib import Path
+
+        import flask_swagger_ui
+        from flask import send_from_directory
+
+        # Swagger UI 5 (renders OpenAPI 3.1) as shipped in the flask-swagger-ui package: no CDN.
+        return send_from_directory(Path(flask_swagger_ui.__file__).parent / "dist", name)
+
+    @app.post("/admin/reload")
+    @exempt
+    def admin_reload():
+        if not config.admin_token:
+            raise ApiError(403, "admin_disabled", "admin endpoints are off: set RETRIEVER_ADMIN_TOKEN to enable them")
+        supplied = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(supplied.encode(), f"Bearer {config.admin_token}".encode()):
+            raise ApiError(401, "unauthorized", "send 'Authorization: Bearer <RETRIEVER_ADMIN_TOKEN>'")
+        try:
+            outcome = holder.reload()
+        except ReloadRefused as exc:
+            metrics.reloads.labels("refused").inc()
+            raise ApiError(409, "reload_refused", str(exc)) from None
+        metrics.reloads.labels("changed" if outcome["changed"] else "unchanged").inc()
+        return jsonify(outcome)
 
     @app.route("/v1/search", methods=["GET", "POST"])
     def search():
-        started = time.perf_counter()
-        from_query_string = request.method == "GET"
-        if from_query_string:
-            params = request.args.to_dict()
-            params["query"] = params.pop("q", None)
+        searcher = serving()
+        if request.method == "GET":
+            params: Any = request.args.to_dict()
+            if "q" in params:
+                params["query"] = params.pop("q")
         else:
             params = _json_body(config.max_body_bytes)
-        _check_fields(params, {"query", "top_k", "threshold", "mode"})
-        query = _parse_query(params.get("query"), config)
-        top_k = _parse_top_k(params.get("top_k"), config, from_query_string)
-        threshold = _parse_threshold(params.get("threshold"), from_query_string)
-        mode = _parse_mode(params.get("mode"))
+        try:
+            # Query strings are all text, so lenient there; JSON has types, so strict ("5" is not 5).
+            parsed = schemas.search.model_validate(params, strict=request.method == "POST")
+        except ValidationError as exc:
+            raise ApiError(400, *search_error(exc, config)) from None
+        query, mode, threshold = parsed.query, parsed.mode, parsed.threshold
+        top_k = parsed.top_k or config.default_top_k
         try:
             result = searcher.search(query, top_k, mode=mode, threshold=threshold)
         except QueryError as exc:
             raise ApiError(400, "invalid_query", str(exc)) from None
+        top = result.hits[0] if result.hits else None
+        note_unmatched(query, {"decision": result.decision, "top_faq_id": top and top.faq_id,
+                               "score": top and round(top.score, 6), "threshold": result.threshold}, "search")
         return jsonify({
             **result.to_dict(),
             "index_version": searcher.version,
-            "took_ms": round((time.perf_counter() - started) * 1000, 2),
+            "took_ms": round((time.perf_counter() - g.started) * 1000, 2),
         })
 
     @app.post("/v1/classify")
     def classify():
-        started = time.perf_counter()
-        body = _json_body(config.max_batch_body_bytes)
-        _check_fields(body, {"inquiries", "threshold"})
-        threshold = _parse_threshold(body.get("threshold"), from_query_string=False)
-        valid, errors = _validate_inquiries(body.get("inquiries"), config)
+        searcher = serving()
+        try:
+            envelope = schemas.classify.model_validate(_json_body(config.max_batch_body_bytes), strict=True)
+        except ValidationError as exc:
+            raise ApiError(400, *classify_error(exc)) from None
+        threshold = envelope.threshold
+        valid, errors = [], []
+        for index, item in enumerate(envelope.inquiries):
+            try:
+                inquiry = schemas.inquiry.model_validate(item, strict=True)
+            except ValidationError as exc:
+                code, message = inquiry_error(exc)
+                errors.append({"index": index, "id": item.get("id") if isinstance(item, dict) else None,
+                               "error": code, "message": message})
+                continue
+            valid.append((index, inquiry.id, inquiry.text))
+        valid, duplicates = _duplicate_ids(valid)
+        errors = sorted(errors + duplicates, key=lambda e: e["index"])
         # One model call for the whole request.
         outcomes = classify_texts(searcher, [text for _, _, text in valid], threshold) if valid else []
-        results = [{"index": index, "id": item_id, **outcome}
-                   for (index, item_id, _), outcome in zip(valid, outcomes)]
+        effective_threshold = threshold if threshold is not None else searcher.calibration().get("threshold")
+        results = []
+        for (index, item_id, text), outcome in zip(valid, outcomes):
+            note_unmatched(text, {**outcome, "threshold": effective_threshold}, "classify")
+            results.append({"index": index, "id": item_id, **outcome})
         counts = {"answer": 0, "ambiguous": 0, "no_match": 0}
         for result in results:
             counts[result["decision"]] += 1
@@ -228,9 +290,9 @@ def create_app(searcher: Searcher, config: ServiceConfig | None = None) -> Flask
             "results": results,
             "errors": errors,
             "counts": {**counts, "invalid": len(errors)},
-            "threshold": threshold if threshold is not None else searcher.calibration().get("threshold"),
+            "threshold": effective_threshold,
             "index_version": searcher.version,
-            "took_ms": round((time.perf_counter() - started) * 1000, 2),
+            "took_ms": round((time.perf_counter() - g.started) * 1000, 2),
         })
 
     return app

@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 import urllib.request
@@ -71,12 +72,17 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_server(index: Path, env: dict | None = None):
-    """`python -m retriever serve` on a free 127.0.0.1 port; yields the base URL, stops it after."""
+def running_server(index: Path, env: dict | None = None, workers: int = 1):
+    """`python -m retriever serve` on a free 127.0.0.1 port; yields (base URL, process), stops it after.
+
+    The server's output goes to a file: a pipe nobody reads fills up with access lines and
+    blocks the server.
+    """
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "retriever", "serve", "--index", str(index), "--port", str(port)],
-                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               env={**os.environ, **(env or {})})
+    log = tempfile.NamedTemporaryFile("w+", prefix="server-", suffix=".log", delete=False)
+    process = subprocess.Popen([sys.executable, "-m", "retriever", "serve", "--index", str(index), "--port", str(port),
+                                "--workers", str(workers)],
+                               cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -86,16 +92,22 @@ def running_server(index: Path, env: dict | None = None):
                 break
             except OSError:
                 if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"server did not start: {process.stdout.read().decode()}")
+                    pytest.fail(f"server did not start: {Path(log.name).read_text()[-3000:]}")
                 time.sleep(0.2)
-        yield url
+        yield url, process
     finally:
         process.terminate()
-        process.wait(timeout=10)
+        try:
+            process.wait(timeout=45)  # gunicorn lets in-flight requests finish (graceful_timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+        os.unlink(log.name)
 
 
 @pytest.fixture(scope="session")
 def server(seed_index):
     """The seed index served by a real server process; yields its port."""
-    with running_server(seed_index) as url:
+    with running_server(seed_index) as (url, _):
         yield int(url.rsplit(":", 1)[1])

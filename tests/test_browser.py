@@ -111,7 +111,7 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 def test_widget_embedded_on_another_site(page, seed_index, tmp_path):
     """Another origin hosts a page with the widget script; CORS lets it call the API."""
-    with running_server(seed_index, env={"RETRIEVER_CORS_ORIGINS": "*"}) as api:
+    with running_server(seed_index, env={"RETRIEVER_CORS_ORIGINS": "*"}) as (api, _):
         site = tmp_path / "site"
         site.mkdir()
         (site / "index.html").write_text(
@@ -150,3 +150,9 @@ def test_widget_without_cors_fails_visibly(page, server, tmp_path):
 def test_screenshot_artifact_is_a_png():
     shot = ARTIFACTS / "search-page.png"
     assert shot.is_file() and Path(shot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_api_docs_page_renders_every_route(page, server):
+    page.goto(f"http://127.0.0.1:{server}/docs")
+    expect(page.locator(".opblock")).to_have_count(7, timeout=15_000)
+    expect(page.locator(".opblock-summary-path").first).to_have_text("/v1/search")

@@ -103,7 +103,9 @@
       var url = apiBase + "/v1/search?q=" + encodeURIComponent(query) + "&top_k=" + topK;
       fetch(url, { signal: controller.signal, headers: { Accept: "application/json" } })
         .then(function (response) {
-          return response.json().then(function (body) {
+          return response.json().catch(function () {
+            throw new Error("HTTP " + response.status);  // not our JSON: a proxy or the server's front door
+          }).then(function (body) {
             if (!response.ok) throw new Error(body.message || response.statusText);
             return body;
           });

@@ -1,0 +1,251 @@
+"""Request and response schemas: pydantic models that validate requests and generate /openapi.json.
+
+Limits come from the :class:`~retriever.config.ServiceConfig`, so the models are made per app.
+JSON bodies are validated strictly (``"5"`` is not an integer); query strings leniently
+(everything there is text). Validation errors map to the API's stable error codes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .config import ServiceConfig
+from .scoring import MODES
+
+Mode = Literal["hybrid", "dense", "lexical"]
+assert set(Mode.__args__) == set(MODES)
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value
+
+
+@dataclass(frozen=True)
+class RequestSchemas:
+    search: type[BaseModel]
+    inquiry: type[BaseModel]
+    classify: type[BaseModel]
+
+
+def request_schemas(config: ServiceConfig) -> RequestSchemas:
+    """The request models with this configuration's limits."""
+
+    class SearchRequest(BaseModel):
+        """A search: GET query string (``q`` for ``query``) or POST JSON body."""
+
+        model_config = ConfigDict(extra="forbid")
+        query: str = Field(min_length=1, max_length=config.max_query_chars, description="the citizen's question")
+        top_k: int | None = Field(None, ge=1, le=config.max_top_k,
+                                  description=f"entries to return (default {config.default_top_k})")
+        threshold: float | None = Field(None, ge=-1.0, le=1.0,
+                                        description="no-match threshold instead of the calibrated one")
+        mode: Mode | None = Field(None, description="retrieval mode instead of the index's default")
+        _blank = field_validator("query")(_not_blank)
+
+    class Inquiry(BaseModel):
+        """One inquiry to classify."""
+
+        model_config = ConfigDict(extra="forbid")
+        id: str | int = Field(description="the caller's id, echoed back; unique within a request")
+        text: str = Field(min_length=1, max_length=config.max_query_chars)
+        _blank = field_validator("text")(_not_blank)
+
+        @field_validator("id")
+        @classmethod
+        def _id_not_blank(cls, value):
+            if isinstance(value, str):
+                _not_blank(value)
+            return value
+
+    class ClassifyRequest(BaseModel):
+        """Many inquiries; each item is validated on its own (an Inquiry), so one bad item fails alone."""
+
+        model_config = ConfigDict(extra="forbid")
+        # Items are validated one by one against Inquiry (the document says so; see openapi_document).
+        inquiries: list[Any] = Field(min_length=1, max_length=config.max_batch)
+        threshold: float | None = Field(None, ge=-1.0, le=1.0)
+
+    return RequestSchemas(SearchRequest, Inquiry, ClassifyRequest)
+
+
+# --- responses (documented, and checked against real responses in the tests) ---------------------
+
+
+class Hit(BaseModel):
+    faq_id: str
+    question: str
+    answer: str
+    score: float = Field(description="what ranks, in [0, 1]; see the README for its meaning per mode")
+    dense_score: float | None = Field(description="cosine of query and matched_text (null in lexical mode)")
+    lexical_score: float | None = Field(description="share of the query's BM25 weight found (null in dense mode)")
+    matched_text: str
+    matched_field: Literal["question", "paraphrase", "answer"]
+    category: str | None
+    tags: list[str]
+
+
+class SearchResponse(BaseModel):
+    query: str
+    mode: Mode
+    decision: Literal["answer", "ambiguous", "no_match"]
+    threshold: float | None
+    margin: float | None = Field(description="top-1 minus top-2 score")
+    ambiguity_margin: float | None
+    results: list[Hit]
+    index_version: str
+    took_ms: float
+
+
+class Classification(BaseModel):
+    index: int = Field(description="position of the inquiry in the request")
+    id: str | int
+    decision: Literal["answer", "ambiguous", "no_match"]
+    faq_id: str | None = Field(description="null when the decision is no_match")
+    question: str | None
+    score: float | None
+    margin: float | None
+    top_faq_id: str | None = Field(description="the best candidate, even when no_match")
+    runner_up_faq_id: str | None
+    runner_up_score: float | None
+
+
+class ItemError(BaseModel):
+    index: int
+    id: Any
+    error: Literal["invalid_item", "unknown_field", "missing_id", "duplicate_id", "missing_text", "text_too_long"]
+    message: str
+
+
+class ClassifyResponse(BaseModel):
+    results: list[Classification]
+    errors: list[ItemError]
+    counts: dict[str, int]
+    threshold: float | None
+    index_version: str
+    took_ms: float
+
+
+class Error(BaseModel):
+    error: str = Field(description="a stable code, e.g. missing_query, invalid_top_k, rate_limited")
+    message: str = Field(description="what is wrong, for a person")
+
+
+# --- validation errors to stable codes -------------------------------------------------------------
+
+_SEARCH_CODES = {"top_k": "invalid_top_k", "threshold": "invalid_threshold", "mode": "invalid_mode"}
+
+
+def _describe(error: dict) -> str:
+    where = ".".join(str(part) for part in error["loc"]) or "body"
+    return f"{where}: {error['msg']}"
+
+
+def search_error(exc: ValidationError, config: ServiceConfig) -> tuple[str, str]:
+    """(code, message) for an invalid search request."""
+    error = exc.errors()[0]
+    field = error["loc"][0] if error["loc"] else None
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return "unknown_field", f"unknown field '{field}'; allowed: query (q), top_k, threshold, mode"
+    if field == "query":
+        if kind == "missing" or kind == "string_too_short" or (kind == "value_error" and "blank" in error["msg"]):
+            return "missing_query", "the query is missing or blank: pass ?q=... or {\"query\": \"...\"}"
+        if kind == "string_too_long":
+            return "query_too_long", f"the query has {len(error['input'])} characters; the limit is " \
+                                     f"{config.max_query_chars}"
+        return "invalid_query", f"the query must be a string: {error['msg']}"
+    return _SEARCH_CODES.get(field, "invalid_request"), _describe(error)
+
+
+def inquiry_error(exc: ValidationError) -> tuple[str, str]:
+    """(code, message) for one invalid inquiry of a classify request."""
+    error = exc.errors()[0]
+    field = error["loc"][0] if error["loc"] else None
+    if error["type"] == "model_type":
+        return "invalid_item", "an inquiry must be an object with 'id' and 'text'"
+    if error["type"] == "extra_forbidden":
+        return "unknown_field", f"unknown field '{field}'; allowed: id, text"
+    if field == "id":
+        return "missing_id", "'id' must be a non-empty string or an integer"
+    if error["type"] == "string_too_long":
+        return "text_too_long", _describe(error)
+    return "missing_text", "'text' must be a non-empty string"
+
+
+def classify_error(exc: ValidationError) -> tuple[str, str]:
+    """(code, message) for an invalid classify request envelope."""
+    error = exc.errors()[0]
+    field = error["loc"][0] if error["loc"] else None
+    if error["type"] == "extra_forbidden":
+        return "unknown_field", f"unknown field '{field}'; allowed: inquiries, threshold"
+    if field == "threshold":
+        return "invalid_threshold", _describe(error)
+    if error["type"] == "too_long":
+        return "too_many_inquiries", f"{error['input'] and len(error['input'])} inquiries; the limit is " \
+                                     f"{error['ctx']['max_length']} a request"
+    return "invalid_inquiries", "'inquiries' must be a non-empty list of {\"id\", \"text\"} objects"
+
+
+# --- the OpenAPI document -------------------------------------------------------------------------
+
+
+def openapi_document(schemas: RequestSchemas, config: ServiceConfig, version: str) -> dict:
+    """OpenAPI 3.1 for the service, its request schemas taken from the validating models."""
+    components: dict[str, Any] = {}
+
+    def ref(model: type[BaseModel], name: str | None = None) -> dict:
+        name = name or model.__name__
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(schema.pop("$defs", {}))
+        components[name] = schema
+        return {"$ref": f"#/components/schemas/{name}"}
+
+    def json_content(schema: dict) -> dict:
+        return {"content": {"application/json": {"schema": schema}}}
+
+    error = {"description": "a JSON error with a stable code", **json_content(ref(Error))}
+    search_body = ref(schemas.search, "SearchRequest")
+    ref(schemas.inquiry, "Inquiry")
+    classify_body = ref(schemas.classify, "ClassifyRequest")
+    components["ClassifyRequest"]["properties"]["inquiries"]["items"] = {"$ref": "#/components/schemas/Inquiry"}
+    search_fields = schemas.search.model_json_schema()["properties"]
+    parameters = [{"name": "q" if name == "query" else name, "in": "query", "required": name == "query",
+                   "schema": field_schema} for name, field_schema in search_fields.items()]
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "faq-retriever", "version": version,
+                 "description": "Semantic search over a Chinese FAQ: search, batch classification, operations."},
+        "paths": {
+            "/v1/search": {
+                "get": {"summary": "Search", "parameters": parameters,
+                        "responses": {"200": {"description": "best entries first, with the decision",
+                                              **json_content(ref(SearchResponse))},
+                                      "400": error, "429": error, "503": error}},
+                "post": {"summary": "Search (JSON body)", "requestBody": {"required": True, **json_content(search_body)},
+                         "responses": {"200": {"description": "as for GET", **json_content(ref(SearchResponse))},
+                                       "400": error, "413": error, "415": error, "429": error, "503": error}},
+            },
+            "/v1/classify": {
+                "post": {"summary": f"Classify up to {config.max_batch} inquiries in one model call",
+                         "requestBody": {"required": True, **json_content(classify_body)},
+                         "responses": {"200": {"description": "per-item results and per-item errors",
+                                               **json_content(ref(ClassifyResponse))},
+                                       "400": error, "413": error, "415": error, "429": error, "503": error}},
+            },
+            "/healthz": {"get": {"summary": "Alive", "responses": {"200": {"description": "status and index facts"}}}},
+            "/readyz": {"get": {"summary": "Ready (an index is loaded)",
+                                "responses": {"200": {"description": "ready"}, "503": error}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text format"}}}},
+            "/admin/reload": {"post": {"summary": "Load the current index version beside the served one and swap",
+                                       "security": [{"bearer": []}],
+                                       "responses": {"200": {"description": "version, previous, changed"},
+                                                     "401": error, "403": error, "409": error}}},
+        },
+        "components": {"schemas": components,
+                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                                      "description": "RETRIEVER_ADMIN_TOKEN"}}},
+    }
