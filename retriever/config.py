@@ -8,29 +8,18 @@ from typing import Mapping
 from .errors import RetrieverError
 
 
-def _int_env(environ: Mapping[str, str], name: str, default: int) -> int:
+def _number_env(environ: Mapping[str, str], name: str, default, kind=int, minimum=1):
+    """The number in environment variable ``name`` (``kind`` int or float, at least ``minimum``), else ``default``."""
     value = environ.get(name)
     if value is None or value == "":
         return default
     try:
-        number = int(value)
+        number = kind(value)
     except ValueError:
-        raise RetrieverError(f"environment variable {name}={value!r} is not an integer") from None
-    if number < 1:
-        raise RetrieverError(f"environment variable {name}={value!r} must be at least 1")
-    return number
-
-
-def _float_env(environ: Mapping[str, str], name: str, default: float) -> float:
-    value = environ.get(name)
-    if value is None or value == "":
-        return default
-    try:
-        number = float(value)
-    except ValueError:
-        raise RetrieverError(f"environment variable {name}={value!r} is not a number") from None
-    if number < 0:
-        raise RetrieverError(f"environment variable {name}={value!r} must not be negative")
+        raise RetrieverError(f"environment variable {name}={value!r} is not {'an integer' if kind is int else 'a number'}"
+                             ) from None
+    if number < minimum:
+        raise RetrieverError(f"environment variable {name}={value!r} must be at least {minimum}")
     return number
 
 
@@ -54,15 +43,16 @@ class ServiceConfig:
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "ServiceConfig":
         defaults = cls()
         return cls(
-            max_query_chars=_int_env(environ, "RETRIEVER_MAX_QUERY_CHARS", defaults.max_query_chars),
-            default_top_k=_int_env(environ, "RETRIEVER_DEFAULT_TOP_K", defaults.default_top_k),
-            max_top_k=_int_env(environ, "RETRIEVER_MAX_TOP_K", defaults.max_top_k),
-            max_body_bytes=_int_env(environ, "RETRIEVER_MAX_BODY_BYTES", defaults.max_body_bytes),
-            max_batch=_int_env(environ, "RETRIEVER_MAX_BATCH", defaults.max_batch),
-            max_batch_body_bytes=_int_env(environ, "RETRIEVER_MAX_BATCH_BODY_BYTES", defaults.max_batch_body_bytes),
+            max_query_chars=_number_env(environ, "RETRIEVER_MAX_QUERY_CHARS", defaults.max_query_chars),
+            default_top_k=_number_env(environ, "RETRIEVER_DEFAULT_TOP_K", defaults.default_top_k),
+            max_top_k=_number_env(environ, "RETRIEVER_MAX_TOP_K", defaults.max_top_k),
+            max_body_bytes=_number_env(environ, "RETRIEVER_MAX_BODY_BYTES", defaults.max_body_bytes),
+            max_batch=_number_env(environ, "RETRIEVER_MAX_BATCH", defaults.max_batch),
+            max_batch_body_bytes=_number_env(environ, "RETRIEVER_MAX_BATCH_BODY_BYTES", defaults.max_batch_body_bytes),
             cors_origins=tuple(o.strip() for o in environ.get("RETRIEVER_CORS_ORIGINS", "").split(",") if o.strip()),
             admin_token=environ.get("RETRIEVER_ADMIN_TOKEN") or None,
             rate_limit=environ.get("RETRIEVER_RATE_LIMIT", defaults.rate_limit) or None,
             unmatched_log=environ.get("RETRIEVER_UNMATCHED_LOG") or None,
-            reload_poll_seconds=_float_env(environ, "RETRIEVER_RELOAD_POLL_SECONDS", defaults.reload_poll_seconds),
+            reload_poll_seconds=_number_env(environ, "RETRIEVER_RELOAD_POLL_SECONDS",
+                                            defaults.reload_poll_seconds, float, 0),
         )
