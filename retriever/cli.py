@@ -1,4 +1,4 @@
-"""Command line: ``python -m retriever build|search|serve``.
+"""Command line: ``python -m retriever build|search|evaluate|classify|serve|rollback``.
 
 Environment (read here, once): ``RETRIEVER_INDEX`` (index folder, default
 ``index``), ``RETRIEVER_MODEL`` (model for build; search/serve default to the

@@ -75,6 +75,13 @@ class SearchResult:
         }
 
 
+def _top_indices(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` highest scores, in no particular order (linear time; ranking comes later)."""
+    if k >= len(scores):
+        return np.arange(len(scores))
+    return np.argpartition(-scores, k - 1)[:k]
+
+
 class Searcher:
     """Answers queries against one loaded index with the model that built it."""
 
@@ -168,7 +175,7 @@ class Searcher:
             out = []
             for text in normalised:
                 lexical = self.lexical.scores(text)
-                ids = np.argsort(-lexical, kind="stable")[:k]
+                ids = _top_indices(lexical, k)
                 out.append((ids, lexical[ids], None, lexical[ids]))
             return out
         query_vectors = self.encoder.encode_queries(normalised)
@@ -178,7 +185,7 @@ class Searcher:
         out = []
         for vector, ids, text in zip(query_vectors, dense_ids, normalised):
             lexical_all = self.lexical.scores(text)
-            lexical_top = np.argsort(-lexical_all, kind="stable")[:max(k, LEXICAL_CANDIDATES)]
+            lexical_top = _top_indices(lexical_all, max(k, LEXICAL_CANDIDATES))
             # Every text of every candidate entry, so each entry's best text is really found.
             entries = np.unique(self._text_entry[np.concatenate([ids[ids >= 0], lexical_top])])
             candidates = np.concatenate([np.arange(self._entry_starts[e], self._entry_starts[e + 1])

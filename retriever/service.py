@@ -11,16 +11,15 @@ import time
 from typing import Any
 
 from flask import Flask, g, jsonify, request
-from werkzeug.exceptions import HTTPException
+from pydantic import ValidationError
+from werkzeug.exceptions import BadRequest, HTTPException
 
 from .classify import classify_texts
 from .config import ServiceConfig
 from .errors import QueryError
-from pydantic import ValidationError
-
 from .observability import Metrics, UnmatchedLog, log_access
-from .schemas import classify_error, inquiry_error, openapi_document, request_schemas, search_error
 from .reload import ReloadRefused, SearcherHolder
+from .schemas import classify_error, inquiry_error, openapi_document, request_schemas, search_error
 from .search import Searcher
 
 log = logging.getLogger(__name__)
@@ -52,9 +51,10 @@ def _json_body(max_bytes: int) -> dict[str, Any]:
     if not request.is_json:
         raise ApiError(415, "unsupported_media_type",
                        f"send the body as application/json, not {request.mimetype or 'no content type'}")
-    body = request.get_json(silent=True)
-    if body is None:
-        raise ApiError(400, "malformed_json", "the request body is not valid JSON")
+    try:
+        body = request.get_json()
+    except BadRequest:
+        raise ApiError(400, "malformed_json", "the request body is not valid JSON") from None
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_body", "the JSON body must be an object")
     return body

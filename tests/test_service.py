@@ -95,6 +95,7 @@ LONG = "注" * 501
     ("post", "/v1/search", {"json": {"query": "注销", "threshold": None, "mode": "fuzzy"}}, 400, "invalid_mode"),
     ("get", "/v1/search?q=注销&mode=", {}, 400, "invalid_mode"),
     ("post", "/v1/search", {"json": ["注销"]}, 400, "invalid_body"),
+    ("post", "/v1/search", {"data": "null", "content_type": "application/json"}, 400, "invalid_body"),
     ("post", "/v1/search", {"data": "{\"query\": ", "content_type": "application/json"}, 400, "malformed_json"),
     ("post", "/v1/search", {"data": "query=注销", "content_type": "application/x-www-form-urlencoded"},
      415, "unsupported_media_type"),
