@@ -144,6 +144,12 @@ class Searcher:
             raise QueryError(f"unknown mode '{mode}'; use one of {', '.join(MODES)}")
         if top_k < 1:
             raise QueryError("top_k must be at least 1")
+        for position, query in enumerate(queries):
+            try:
+                query.encode("utf-8")
+            except UnicodeEncodeError:
+                raise QueryError(f"query #{position + 1} is not valid Unicode text "
+                                 f"(bytes that were not UTF-8, or unpaired surrogates)") from None
         normalised = [normalize(q) for q in queries]
         for position, text in enumerate(normalised):
             if not text:

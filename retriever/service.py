@@ -6,6 +6,7 @@ with a 4xx status (5xx only for a fault of the service itself, never with a trac
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import time
 from typing import Any
@@ -55,6 +56,13 @@ def _json_body(max_bytes: int) -> dict[str, Any]:
         body = request.get_json()
     except BadRequest:
         raise ApiError(400, "malformed_json", "the request body is not valid JSON") from None
+    try:
+        # JSON may escape lone UTF-16 surrogates ("\ud800"), which are not text: refuse them here
+        # rather than fail later while echoing them back.
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ApiError(400, "malformed_json", "the JSON body contains unpaired surrogate escapes (not Unicode text)"
+                       ) from None
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_body", "the JSON body must be an object")
     return body
@@ -216,8 +224,9 @@ def create_app(source: Searcher | SearcherHolder, config: ServiceConfig | None =
     def admin_reload():
         if not config.admin_token:
             raise ApiError(403, "admin_disabled", "admin endpoints are off: set RETRIEVER_ADMIN_TOKEN to enable them")
-        supplied = request.headers.get("Authorization", "")
-        if not hmac.compare_digest(supplied.encode(), f"Bearer {config.admin_token}".encode()):
+        # Header text may hold anything a client sent, even what UTF-8 cannot encode.
+        supplied = request.headers.get("Authorization", "").encode("utf-8", "replace")
+        if not hmac.compare_digest(supplied, f"Bearer {config.admin_token}".encode()):
             raise ApiError(401, "unauthorized", "send 'Authorization: Bearer <RETRIEVER_ADMIN_TOKEN>'")
         try:
             outcome = holder.reload()

@@ -50,6 +50,7 @@ def test_bad_corpus_stops_the_build_and_keeps_the_previous_index(tmp_path):
     (("-m", "retriever", "search", "注销", "--index", "/nonexistent"), "no index here"),
     (("-m", "retriever", "search", "注销", "--top-k", "0"), "must be between 1 and 50"),
     (("-m", "retriever", "search", "   "), "empty after normalisation"),
+    (("-m", "retriever", "search", b"\xff\xfe".decode("utf-8", "surrogateescape")), "not valid Unicode text"),
     (("-m", "retriever", "evaluate", "--queries", "/nonexistent.jsonl"), "cannot read labelled queries"),
     (("scripts/build_index.py", "--labelled", "/nonexistent.jsonl"), "cannot read labelled queries"),
     (("scripts/build_index.py", "--corpus", "/nonexistent"), "no such corpus file or folder"),

@@ -162,6 +162,8 @@ def test_start_up_falls_back_when_the_current_version_is_broken(live, corpus_cop
     (ServiceConfig(admin_token=None), AUTH, 403, "admin_disabled"),
     (ServiceConfig(admin_token=TOKEN), {}, 401, "unauthorized"),
     (ServiceConfig(admin_token=TOKEN), {"Authorization": "Bearer wrong"}, 401, "unauthorized"),
+    (ServiceConfig(admin_token=TOKEN), {"Authorization": "Bearer 令牌"}, 401, "unauthorized"),
+    (ServiceConfig(admin_token=TOKEN), {"Authorization": "Bearer \ud800"}, 401, "unauthorized"),  # found by fuzzing
 ])
 def test_admin_needs_a_configured_token(searcher, config, headers, status, code):
     response = create_app(searcher, config).test_client().post("/admin/reload", headers=headers)

@@ -125,3 +125,8 @@ def test_blank_query_after_normalisation_is_refused(searcher):
         searcher.search("\u3000 ")
 
 
+def test_text_that_is_not_unicode_is_refused(searcher):
+    with pytest.raises(QueryError, match="query #2 is not valid Unicode text"):
+        searcher.search_many(["注销", "\udcff\udcfe注销"])  # how Python keeps non-UTF-8 bytes of argv
+
+
