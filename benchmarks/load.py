@@ -25,7 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from retriever.encoder import load_encoder  # noqa: E402
+from retriever.encoders import load_encoder  # noqa: E402
 from retriever.pipeline import build_from_corpus  # noqa: E402
 
 QUERIES = ["注销进度怎么查", "一建证书怎么注销", "手机号被人占用了", "证书注销了还能恢复吗", "单位不给我办注销怎么办",

@@ -16,7 +16,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from retriever.encoder import load_encoder  # noqa: E402
+from retriever.encoders import load_encoder  # noqa: E402
 from retriever.normalize import normalize  # noqa: E402
 from retriever.pipeline import build_from_corpus  # noqa: E402
 from retriever.search import Searcher  # noqa: E402

@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from retriever.corpus import FaqEntry  # noqa: E402
-from retriever.encoder import load_encoder  # noqa: E402
+from retriever.encoders import load_encoder  # noqa: E402
 from retriever.evaluation import LabelledQuery, ranking_metrics, run  # noqa: E402
 from retriever.index import build_index, load_index  # noqa: E402
 from retriever.scoring import LEXICAL_WEIGHT  # noqa: E402

@@ -1,6 +1,6 @@
 """faq-retriever: semantic search over Chinese FAQ collections."""
 from .corpus import FaqEntry, load_corpus
-from .encoder import Encoder, load_encoder
+from .encoders import Encoder, load_encoder
 from .errors import CorpusError, EncoderError, IndexLoadError, QueryError, RetrieverError
 from .normalize import normalize
 from .search import Hit, Searcher

@@ -32,14 +32,14 @@ def _model_for_index(args: argparse.Namespace) -> str:
 
 
 def _load_searcher(args: argparse.Namespace):
-    from .encoder import load_encoder
+    from .encoders import load_encoder
     from .search import Searcher
 
     return Searcher.load(args.index, load_encoder(_model_for_index(args)), mode=args.mode)
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from .encoder import load_encoder
+    from .encoders import load_encoder
     from .pipeline import build_from_corpus
 
     encoder = load_encoder(args.model)
@@ -145,7 +145,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from .config import ServiceConfig
-    from .encoder import load_encoder
+    from .encoders import load_encoder
     from .observability import configure_access_log
     from .reload import SearcherHolder
     from .search import Searcher

@@ -1,7 +1,7 @@
 """FAQ corpus: the entry schema, loading YAML / JSON Lines files, validation.
 
 An entry is ``id``, ``question``, ``paraphrases``, ``answer`` and optional
-``category`` and ``tags``. A corpus is one file or a folder of ``*.yaml``,
+``category``, ``tags`` and ``negatives`` (look-alike questions it must not answer). A corpus is one file or a folder of ``*.yaml``,
 ``*.yml`` and ``*.jsonl`` files (read in name order).
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ CORPUS_SUFFIXES = (".yaml", ".yml", ".jsonl")
 # calibration, and the lexical leg's synonyms (``userdict.txt`` has no corpus suffix).
 RESERVED_FILES = frozenset({"labelled.jsonl", "synonyms.yaml"})
 _REQUIRED = ("id", "question", "answer")
-_KNOWN = {"id", "question", "paraphrases", "answer", "category", "tags"}
+_KNOWN = {"id", "question", "paraphrases", "answer", "category", "tags", "negatives"}
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,8 @@ class FaqEntry:
     paraphrases: tuple[str, ...] = ()
     category: str | None = None
     tags: tuple[str, ...] = ()
+    # Questions that look like this entry but must not be answered by it (二级建造师 for a 一级建造师 entry).
+    negatives: tuple[str, ...] = ()
     source: str = field(default="", compare=False)
 
     def to_record(self) -> dict[str, Any]:
@@ -41,6 +43,9 @@ class FaqEntry:
         record.pop("source")
         record["paraphrases"] = list(self.paraphrases)
         record["tags"] = list(self.tags)
+        record["negatives"] = list(self.negatives)
+        if not self.negatives:
+            record.pop("negatives")  # corpora without negatives keep the checksum they had
         return record
 
     @classmethod
@@ -52,6 +57,7 @@ class FaqEntry:
             paraphrases=tuple(record.get("paraphrases") or ()),
             category=record.get("category"),
             tags=tuple(record.get("tags") or ()),
+            negatives=tuple(record.get("negatives") or ()),
         )
 
 
@@ -152,6 +158,7 @@ def parse_entry(raw: Any, where: str) -> FaqEntry:
         paraphrases=_text_list(raw, "paraphrases", where),
         category=category,
         tags=_text_list(raw, "tags", where),
+        negatives=_text_list(raw, "negatives", where),
         source=where,
     )
 

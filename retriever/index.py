@@ -32,7 +32,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .corpus import FaqEntry, corpus_checksum
-from .encoder import Encoder
+from .encoders import Encoder
 from .errors import IndexLoadError
 from .normalize import normalize
 

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .corpus import load_corpus
-from .encoder import Encoder
+from .encoders import Encoder
 from .evaluation import calibrate_index, read_labelled
 from .index import build_index, is_up_to_date
 from .lexical import Tokenizer

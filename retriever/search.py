@@ -7,7 +7,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .encoder import Encoder
+from .encoders import Encoder
 from .errors import QueryError
 from .index import FaqIndex, check_compatible, load_index
 from .lexical import LexicalIndex, Tokenizer

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from retriever.encoder import load_encoder
+from retriever.encoders import load_encoder
 from retriever.pipeline import build_from_corpus
 from retriever.search import Searcher
 from retriever.service import create_app

@@ -55,7 +55,7 @@ def test_build_and_search_with_a_sentence_transformers_model_folder(tmp_path):
 def test_sentence_transformers_encoder_returns_unit_vectors():
     import numpy as np
 
-    from retriever.encoder import load_encoder
+    from retriever.encoders import load_encoder
 
     encoder = load_encoder(str(gt_model.get_model_path()))
     vectors = encoder.encode_queries(["refund request", "delivery time"])
