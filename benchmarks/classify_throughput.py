@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from tianchi import DEFAULT_PAIRS, load_pairs  # noqa: E402
 
 from retriever.encoders import load_encoder  # noqa: E402
-from retriever.index import build_index  # noqa: E402
+from retriever.store import build_index  # noqa: E402
 from retriever.normalize import normalize  # noqa: E402
 
 

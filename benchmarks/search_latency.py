@@ -20,7 +20,7 @@ from retriever.encoders import load_encoder  # noqa: E402
 from retriever.normalize import normalize  # noqa: E402
 from retriever.pipeline import build_from_corpus  # noqa: E402
 from retriever.search import Searcher  # noqa: E402
-from retriever.service import create_app  # noqa: E402
+from retriever.http import create_app  # noqa: E402
 
 QUERIES = ["注销进度怎么查", "一建证书怎么注销", "手机号被人占用了", "证书注销了还能恢复吗",
            "单位不给我办注销怎么办", "建造师死亡了企业怎么注销", "註銷辦理進度怎麼看", "今天天气怎么样"]

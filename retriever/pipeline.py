@@ -7,7 +7,7 @@ from pathlib import Path
 from .corpus import load_corpus
 from .encoders import Encoder
 from .evaluation import calibrate_index, read_labelled
-from .index import build_index, is_up_to_date
+from .store import build_index, is_up_to_date
 from .lexical import Tokenizer
 from .scoring import DEFAULT_MODE
 

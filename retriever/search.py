@@ -9,7 +9,7 @@ import numpy as np
 
 from .encoders import Encoder
 from .errors import QueryError
-from .index import FaqIndex, check_compatible, load_index
+from .store import FaqIndex, check_compatible, load_index
 from .lexical import LexicalIndex, Tokenizer
 from .normalize import normalize
 from .scoring import DEFAULT_MODE, LEXICAL_WEIGHT, MODES, best_per_entry, decide, fuse

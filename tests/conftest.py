@@ -17,7 +17,7 @@ import pytest
 from retriever.encoders import load_encoder
 from retriever.pipeline import build_from_corpus
 from retriever.search import Searcher
-from retriever.service import create_app
+from retriever.http import create_app
 
 REPO = Path(__file__).resolve().parent.parent
 SEED_CORPUS = REPO / "corpus"

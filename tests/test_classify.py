@@ -6,10 +6,10 @@ import sys
 import pytest
 
 from conftest import REPO
-from retriever.classify import ClassifyError, classify_file, read_output
+from retriever.batch.classify import ClassifyError, classify_file, read_output
 from retriever.config import ServiceConfig
-from retriever.report import write_report
-from retriever.service import create_app
+from retriever.batch.report import write_report
+from retriever.http import create_app
 
 INQUIRIES = ["注销进度怎么查", "今天天气怎么样", "手机号被别人绑定了怎么办", "不小心把证书注销了能恢复吗",
              "单位不给办注销", "建造师去世了企业怎么注销", "社保卡怎么补办", "一建注销网上怎么操作"]

@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from retriever.config import ServiceConfig
-from retriever.service import create_app
+from retriever.http import create_app
 
 EXAMPLES = 250  # per test; the README quotes the total
 ROUTES = ["/", "/widget.js", "/healthz", "/readyz", "/metrics", "/v1/search", "/v1/classify", "/admin/reload",

@@ -6,7 +6,7 @@ import pytest
 from conftest import SEED_CORPUS
 from retriever.corpus import load_corpus
 from retriever.errors import IndexLoadError
-from retriever.index import (CURRENT, build_index, current_version, entry_texts, is_up_to_date,
+from retriever.store import (CURRENT, build_index, current_version, entry_texts, is_up_to_date,
                              list_versions, load_index)
 from retriever.search import Searcher
 

@@ -2,8 +2,8 @@
 from openapi_spec_validator import validate
 
 from retriever.config import ServiceConfig
-from retriever.schemas import ClassifyResponse, Error, SearchResponse
-from retriever.service import create_app
+from retriever.http.schemas import ClassifyResponse, Error, SearchResponse
+from retriever.http import create_app
 
 
 def test_openapi_document_carries_the_validating_schemas(searcher):

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from retriever.config import ServiceConfig
-from retriever.service import create_app
+from retriever.http import create_app
 
 
 def scores_of(body):

@@ -17,8 +17,8 @@ from typing import Iterable
 
 import numpy as np
 
-from .index import write_text_atomic
-from .normalize import normalize
+from ..files import write_text_atomic
+from ..normalize import normalize
 
 HISTOGRAM_BINS = np.linspace(0.0, 1.0, 401)  # 0.0025 wide: the default model's scores crowd 0.8-1.0
 MAX_TRACKED_UNMATCHED = 50_000  # distinct unmatched texts counted before the rarest are dropped

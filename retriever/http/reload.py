@@ -13,9 +13,9 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-from .errors import IndexLoadError
-from .index import VERSIONS, current_version, list_versions, resolve_version_dir
-from .search import Searcher
+from ..errors import IndexLoadError
+from ..store import VERSIONS, current_version, list_versions, resolve_version_dir
+from ..search import Searcher
 
 log = logging.getLogger(__name__)
 
@@ -124,23 +124,3 @@ class SearcherHolder:
 
     def stop(self) -> None:
         self._stop.set()
-
-
-def rollback(index_root: str | Path, to: str | None = None) -> tuple[str, str | None]:
-    """Point CURRENT at ``to`` or at the version published before the current one. Returns (new, old)."""
-    from .index import CURRENT, read_manifest, write_text_atomic
-
-    index_root = Path(index_root)
-    versions = list_versions(index_root)
-    current = current_version(index_root)
-    if to is None:
-        older = [v for v in versions if current is None or v < current]
-        if not older:
-            raise IndexLoadError(f"{index_root}: no version older than {current} to roll back to "
-                                 f"(versions: {', '.join(versions) or 'none'})")
-        to = older[-1]
-    elif to not in versions:
-        raise IndexLoadError(f"{index_root}: no version '{to}' (versions: {', '.join(versions) or 'none'})")
-    read_manifest(index_root / VERSIONS / to)  # refuse a folder that is not an index
-    write_text_atomic(index_root / CURRENT, to + "\n")
-    return to, current

@@ -11,8 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .config import ServiceConfig
-from .scoring import MODES
+from ..config import ServiceConfig
+from ..scoring import MODES
 
 Mode = Literal["hybrid", "dense", "lexical"]
 assert set(Mode.__args__) == set(MODES)

@@ -20,9 +20,9 @@ from typing import Any, Callable, Iterable, Iterator
 
 from tqdm.auto import tqdm
 
-from .errors import RetrieverError
-from .index import write_text_atomic
-from .search import Searcher, SearchResult
+from ..errors import RetrieverError
+from ..files import write_text_atomic
+from ..search import Searcher, SearchResult
 
 INPUT_FORMATS = ("csv", "jsonl", "text")
 OUTPUT_FIELDS = ("line", "id", "text", "decision", "faq_id", "question", "score", "margin",

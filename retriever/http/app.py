@@ -15,13 +15,13 @@ from flask import Flask, g, jsonify, request
 from pydantic import ValidationError
 from werkzeug.exceptions import BadRequest, HTTPException
 
-from .classify import classify_texts
-from .config import ServiceConfig
-from .errors import QueryError
-from .observability import Metrics, UnmatchedLog, log_access
+from ..batch.classify import classify_texts
+from ..config import ServiceConfig
+from ..errors import QueryError
+from .metrics import Metrics, UnmatchedLog, log_access
 from .reload import ReloadRefused, SearcherHolder
 from .schemas import classify_error, inquiry_error, openapi_document, request_schemas, search_error
-from .search import Searcher
+from ..search import Searcher
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,140 @@
+"""Building a version: the texts of every entry, their vectors, the manifest; published atomically."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import faiss
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..corpus import FaqEntry, corpus_checksum
+from ..encoders import Encoder
+from ..errors import IndexLoadError
+from ..files import sha256_file, write_jsonl
+from ..normalize import normalize
+from .layout import (ENTRIES, FORMAT_VERSION, MANIFEST, NORMALIZE_VERSION, QUERY_FIELDS, TEXTS, VECTORS,
+                     VERSIONS, IndexedText)
+from .versions import prune_versions, publish, read_manifest
+
+
+def entry_texts(entries: list[FaqEntry], index_answers: bool = True) -> list[IndexedText]:
+    """Every text to embed: question, paraphrases and (unless told not to) answer of each entry.
+
+    A text whose normalised form repeats within the same entry and role is kept once.
+    """
+    texts = []
+    for number, entry in enumerate(entries):
+        seen: set[tuple[bool, str]] = set()
+        fields = [("question", entry.question)] + [("paraphrase", p) for p in entry.paraphrases]
+        if index_answers:
+            fields.append(("answer", entry.answer))
+        for field_name, text in fields:
+            norm = normalize(text)
+            key = (field_name in QUERY_FIELDS, norm)
+            if key not in seen:
+                seen.add(key)
+                texts.append(IndexedText(number, field_name, text, norm))
+    return texts
+
+def embed_texts(texts: list[IndexedText], encoder: Encoder, batch_size: int = 64,
+                progress: bool = True) -> np.ndarray:
+    """Vectors for ``texts`` in order, encoded in batches with a progress bar."""
+    vectors = np.zeros((len(texts), encoder.dim), dtype=np.float32)
+    by_role = {
+        True: [i for i, t in enumerate(texts) if t.field in QUERY_FIELDS],
+        False: [i for i, t in enumerate(texts) if t.field not in QUERY_FIELDS],
+    }
+    with tqdm(total=len(texts), desc="embedding", unit="text", disable=not progress) as bar:
+        for is_query, positions in by_role.items():
+            encode = encoder.encode_queries if is_query else encoder.encode_passages
+            for start in range(0, len(positions), batch_size):
+                batch = positions[start:start + batch_size]
+                vectors[batch] = encode([texts[i].norm for i in batch])
+                bar.update(len(batch))
+    return vectors
+
+def build_index(entries: list[FaqEntry], encoder: Encoder, out_root: str | Path, *,
+                settings: dict[str, Any] | None = None, batch_size: int = 64, progress: bool = True,
+                keep_versions: int = 5, finalize: Callable[[Path], dict] | None = None) -> Path:
+    """Embed ``entries``, write a new version under ``out_root`` and make it current.
+
+    ``settings`` (``index_answers``, ``default_mode``, ``tokenizer``) go into the
+    manifest; any other key (say, a checksum of the calibration queries) only
+    counts in ``build_inputs``, which decides staleness. ``finalize``, given the complete staging folder, may return more
+    manifest fields (the calibration) before the version is published.
+    Returns the version folder. On any failure the previous version stays current.
+    """
+    settings = with_defaults(settings)
+    out_root = Path(out_root)
+    versions = out_root / VERSIONS
+    versions.mkdir(parents=True, exist_ok=True)
+    checksum = corpus_checksum(entries)
+    # Microseconds keep name order = build order, which pruning and rollback rely on.
+    version = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S.%fZ}-{checksum[:8]}"
+    staging = versions / f".building-{version}"
+    staging.mkdir()
+    try:
+        texts = entry_texts(entries, settings["index_answers"])
+        vectors = embed_texts(texts, encoder, batch_size=batch_size, progress=progress)
+        faiss_index = faiss.IndexFlatIP(encoder.dim)
+        faiss_index.add(vectors)
+        faiss.write_index(faiss_index, str(staging / VECTORS))
+        write_jsonl(staging / TEXTS, ({"entry": t.entry, "field": t.field, "text": t.text,
+                                        "norm": t.norm} for t in texts))
+        write_jsonl(staging / ENTRIES, (e.to_record() for e in entries))
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "version": version,
+            "model": encoder.name,
+            "model_source": encoder.source,
+            "dim": encoder.dim,
+            "normalize_version": NORMALIZE_VERSION,
+            "corpus_checksum": checksum,
+            "counts": {"entries": len(entries), "vectors": len(texts)},
+            "index_answers": settings["index_answers"],
+            "default_mode": settings["default_mode"],
+            "lexical": {"tokenizer": settings["tokenizer"]},
+            "build_inputs": build_inputs(entries, encoder.name, settings),
+            "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "files": {name: sha256_file(staging / name) for name in (VECTORS, TEXTS, ENTRIES)},
+        }
+        _write_manifest(staging, manifest)
+        if finalize is not None:
+            _write_manifest(staging, {**manifest, **finalize(staging)})
+        final = versions / version
+        os.replace(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    publish(out_root, version)
+    prune_versions(out_root, keep=keep_versions)
+    return final
+
+DEFAULT_SETTINGS = {"index_answers": True, "default_mode": "hybrid", "tokenizer": {}}
+
+def with_defaults(settings: dict[str, Any] | None) -> dict[str, Any]:
+    return {**DEFAULT_SETTINGS, **(settings or {})}
+
+def _write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
+    (folder / MANIFEST).write_text(json.dumps(manifest, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+
+def build_inputs(entries: list[FaqEntry], model_name: str, settings: dict[str, Any]) -> str:
+    """A digest of everything a build depends on: equal digests, equal indexes."""
+    inputs = {"corpus": corpus_checksum(entries), "model": model_name, "normalize": NORMALIZE_VERSION,
+              "format": FORMAT_VERSION, **settings}
+    return hashlib.sha256(json.dumps(inputs, ensure_ascii=False, sort_keys=True).encode()).hexdigest()
+
+def is_up_to_date(out_root: str | Path, entries: list[FaqEntry], model_name: str,
+                  settings: dict[str, Any] | None = None) -> bool:
+    """True when the current version was built from this corpus content, model and settings."""
+    try:
+        manifest = read_manifest(out_root)
+    except IndexLoadError:
+        return False
+    return manifest.get("build_inputs") == build_inputs(entries, model_name, with_defaults(settings))
