@@ -1,7 +1,6 @@
 """Search: embed and tokenise a query, score texts, keep the best text per FAQ entry, decide."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -12,67 +11,11 @@ from .errors import QueryError
 from .store import FaqIndex, check_compatible, load_index
 from .lexical import LexicalIndex, Tokenizer
 from .normalize import normalize
+from .results import Hit, SearchResult
 from .scoring import DEFAULT_MODE, LEXICAL_WEIGHT, MODES, best_per_entry, decide, fuse
 
 # Lexical candidates taken per query in hybrid mode, beside the dense ones.
 LEXICAL_CANDIDATES = 50
-
-
-def _rounded(value: float | None) -> float | None:
-    return None if value is None else round(value, 6)
-
-
-@dataclass(frozen=True)
-class Hit:
-    """One FAQ entry matching a query, through its best-matching text."""
-
-    faq_id: str
-    question: str
-    answer: str
-    score: float  # what ranks: cosine (dense), lexical_score (lexical) or their fusion (hybrid)
-    matched_text: str
-    matched_field: str  # "question" | "paraphrase" | "answer"
-    category: str | None = None
-    tags: tuple[str, ...] = ()
-    dense_score: float | None = None  # cosine of query and matched_text
-    lexical_score: float | None = None  # BM25 share of the query's IDF found in matched_text
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "faq_id": self.faq_id,
-            "question": self.question,
-            "answer": self.answer,
-            "score": _rounded(self.score),
-            "dense_score": _rounded(self.dense_score),
-            "lexical_score": _rounded(self.lexical_score),
-            "matched_text": self.matched_text,
-            "matched_field": self.matched_field,
-            "category": self.category,
-            "tags": list(self.tags),
-        }
-
-
-@dataclass(frozen=True)
-class SearchResult:
-    query: str
-    mode: str
-    hits: list[Hit]  # best first, at most top_k
-    decision: str  # "answer" | "ambiguous" | "no_match"
-    threshold: float | None  # score below which the decision is no_match (None: not calibrated)
-    margin: float | None  # top-1 minus top-2 score (None with fewer than two entries)
-    ambiguity_margin: float | None
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON shape of a search result (HTTP API and CLI)."""
-        return {
-            "query": self.query,
-            "mode": self.mode,
-            "decision": self.decision,
-            "threshold": _rounded(self.threshold),
-            "margin": _rounded(self.margin),
-            "ambiguity_margin": _rounded(self.ambiguity_margin),
-            "results": [hit.to_dict() for hit in self.hits],
-        }
 
 
 def _top_indices(scores: np.ndarray, k: int) -> np.ndarray:

@@ -16,13 +16,13 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from tqdm.auto import tqdm
 
 from ..errors import RetrieverError
 from ..files import write_text_atomic
-from ..search import Searcher, SearchResult
+from ..search import Searcher
 
 INPUT_FORMATS = ("csv", "jsonl", "text")
 OUTPUT_FIELDS = ("line", "id", "text", "decision", "faq_id", "question", "score", "margin",
@@ -44,26 +44,9 @@ class Row:
     problem: str | None = None
 
 
-def classification(result: SearchResult) -> dict[str, Any]:
-    """What a batch consumer needs from a search result: the entry (or null), score, margin, runner-up."""
-    top = result.hits[0] if result.hits else None
-    runner_up = result.hits[1] if len(result.hits) > 1 else None
-    answered = top is not None and result.decision != "no_match"
-    return {
-        "decision": result.decision,
-        "faq_id": top.faq_id if answered else None,
-        "question": top.question if answered else None,
-        "score": round(top.score, 6) if top else None,
-        "margin": round(result.margin, 6) if result.margin is not None else None,
-        "top_faq_id": top.faq_id if top else None,
-        "runner_up_faq_id": runner_up.faq_id if runner_up else None,
-        "runner_up_score": round(runner_up.score, 6) if runner_up else None,
-    }
-
-
 def classify_texts(searcher: Searcher, texts: list[str], threshold: float | None = None) -> list[dict]:
     """Classify many texts with one model call (top 2 entries each, for the runner-up)."""
-    return [classification(r) for r in searcher.search_many(texts, top_k=2, threshold=threshold)]
+    return [r.classification() for r in searcher.search_many(texts, top_k=2, threshold=threshold)]
 
 
 # --- reading ---------------------------------------------------------------------------------

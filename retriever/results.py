@@ -1,0 +1,84 @@
+"""Typed search results and the one place where their JSON shapes are derived.
+
+The HTTP API, the CLI and batch classification all serialise through these
+methods; the OpenAPI response models are checked against them in the tests.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .scoring import NO_MATCH
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One FAQ entry matching a query, through its best-matching text."""
+
+    faq_id: str
+    question: str
+    answer: str
+    score: float  # what ranks: cosine (dense), lexical_score (lexical) or their fusion (hybrid)
+    matched_text: str
+    matched_field: str  # "question" | "paraphrase" | "answer"
+    category: str | None = None
+    tags: tuple[str, ...] = ()
+    dense_score: float | None = None  # cosine of query and matched_text
+    lexical_score: float | None = None  # BM25 share of the query's IDF found in matched_text
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "faq_id": self.faq_id,
+            "question": self.question,
+            "answer": self.answer,
+            "score": _rounded(self.score),
+            "dense_score": _rounded(self.dense_score),
+            "lexical_score": _rounded(self.lexical_score),
+            "matched_text": self.matched_text,
+            "matched_field": self.matched_field,
+            "category": self.category,
+            "tags": list(self.tags),
+        }
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    query: str
+    mode: str
+    hits: list[Hit]  # best first, at most top_k
+    decision: str  # "answer" | "ambiguous" | "no_match"
+    threshold: float | None  # score below which the decision is no_match (None: not calibrated)
+    margin: float | None  # top-1 minus top-2 score (None with fewer than two entries)
+    ambiguity_margin: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape of a search result (HTTP API and CLI)."""
+        return {
+            "query": self.query,
+            "mode": self.mode,
+            "decision": self.decision,
+            "threshold": _rounded(self.threshold),
+            "margin": _rounded(self.margin),
+            "ambiguity_margin": _rounded(self.ambiguity_margin),
+            "results": [hit.to_dict() for hit in self.hits],
+        }
+
+    def classification(self) -> dict[str, Any]:
+        """What a batch consumer needs: the entry (or null), score, margin, runner-up."""
+        top = self.hits[0] if self.hits else None
+        runner_up = self.hits[1] if len(self.hits) > 1 else None
+        answered = top is not None and self.decision != NO_MATCH
+        return {
+            "decision": self.decision,
+            "faq_id": top.faq_id if answered else None,
+            "question": top.question if answered else None,
+            "score": _rounded(top.score) if top else None,
+            "margin": _rounded(self.margin),
+            "top_faq_id": top.faq_id if top else None,
+            "runner_up_faq_id": runner_up.faq_id if runner_up else None,
+            "runner_up_score": _rounded(runner_up.score) if runner_up else None,
+        }
