@@ -8,12 +8,12 @@ import time
 
 import pytest
 
+import retriever
 from conftest import REPO, SEED_CORPUS
 from retriever.config import ServiceConfig
-from retriever.store import CURRENT, current_version, list_versions
+from retriever.store import CURRENT, current_version, list_versions, rollback
 from retriever.pipeline import build_from_corpus
 from retriever.http.reload import SearcherHolder
-from retriever.store import rollback
 from retriever.search import Searcher
 from retriever.http import create_app
 
@@ -181,7 +181,7 @@ def test_readyz_and_healthz(searcher, encoder, tmp_path):
     client = create_app(searcher).test_client()
     assert client.get("/readyz").get_json() == {"status": "ready", "version": searcher.version}
     empty = create_app(SearcherHolder(tmp_path, lambda d: None)).test_client()
-    assert empty.get("/healthz").get_json() == {"status": "ok", "index": None}
+    assert empty.get("/healthz").get_json() == {"status": "ok", "version": retriever.__version__, "index": None}
     not_ready = empty.get("/readyz")
     assert not_ready.status_code == 503 and not_ready.get_json()["error"] == "not_ready"
     assert empty.get("/v1/search?q=注销").status_code == 503

@@ -1,0 +1,48 @@
+"""Logs for operators and editors: JSON access lines, and the rotated log of unmatched queries."""
+from __future__ import annotations
+
+import json
+import logging
+import logging.handlers
+from datetime import datetime, timezone
+
+access_log = logging.getLogger("retriever.access")
+
+
+def configure_access_log(stream=None) -> None:
+    """Access lines as bare JSON (one object a line) on stderr, apart from the human-readable log."""
+    if access_log.handlers:
+        return
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    access_log.addHandler(handler)
+    access_log.setLevel(logging.INFO)
+    access_log.propagate = False
+
+
+def log_access(method: str, path: str, status: int, seconds: float, client: str | None, **extra) -> None:
+    """One JSON line per request on the ``retriever.access`` logger."""
+    record = {"ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "method": method, "path": path,
+              "status": status, "ms": round(seconds * 1000, 2), "client": client, **extra}
+    access_log.info(json.dumps(record, ensure_ascii=False))
+
+
+class UnmatchedLog:
+    """Queries answered ``no_match``, one JSON object a line, for FAQ editors; rotated at 10 MB, 5 kept."""
+
+    def __init__(self, path: str) -> None:
+        self._logger = logging.getLogger(f"retriever.unmatched.{path}")
+        self._logger.propagate = False
+        self._logger.setLevel(logging.INFO)
+        if not self._logger.handlers:
+            handler = logging.handlers.RotatingFileHandler(path, maxBytes=10 * 1024 * 1024, backupCount=5,
+                                                           encoding="utf-8")
+            handler.setFormatter(logging.Formatter("%(message)s"))
+            self._logger.addHandler(handler)
+
+    def record(self, query: str, top_faq_id: str | None, score: float | None, threshold: float | None,
+               version: str, source: str) -> None:
+        self._logger.info(json.dumps({"ts": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                                      "query": query, "top_faq_id": top_faq_id, "score": score,
+                                      "threshold": threshold, "index_version": version, "source": source},
+                                     ensure_ascii=False))
