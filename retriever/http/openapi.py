@@ -1,4 +1,7 @@
-"""The OpenAPI 3.1 document: request schemas from the validating models, responses from the response models."""
+"""The OpenAPI 3.1 document: request schemas from the validating models, responses from the response models.
+
+The test suite runs a schema-driven fuzzer (Schemathesis) against it, so what it says is what the service does.
+"""
 from __future__ import annotations
 
 from typing import Any
@@ -9,59 +12,82 @@ from ..config import ServiceConfig
 from .schemas import ClassifyResponse, Error, RequestSchemas, SearchResponse
 
 
-def openapi_document(schemas: RequestSchemas, config: ServiceConfig, version: str) -> dict:
-    """OpenAPI 3.1 for the service, its request schemas taken from the validating models."""
-    components: dict[str, Any] = {}
+class _Components:
+    """The document's ``components/schemas``, filled as models are referenced."""
 
-    def ref(model: type[BaseModel], name: str | None = None) -> dict:
+    def __init__(self) -> None:
+        self.schemas: dict[str, Any] = {}
+
+    def ref(self, model: type[BaseModel], name: str | None = None) -> dict:
         name = name or model.__name__
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-        components.update(schema.pop("$defs", {}))
-        components[name] = schema
+        self.schemas.update(schema.pop("$defs", {}))
+        self.schemas[name] = schema
         return {"$ref": f"#/components/schemas/{name}"}
 
-    def json_content(schema: dict) -> dict:
-        return {"content": {"application/json": {"schema": schema}}}
 
-    error = {"description": "a JSON error with a stable code", **json_content(ref(Error))}
-    search_body = ref(schemas.search, "SearchRequest")
-    ref(schemas.inquiry, "Inquiry")
-    classify_body = ref(schemas.classify, "ClassifyRequest")
-    components["ClassifyRequest"]["properties"]["inquiries"]["items"] = {"$ref": "#/components/schemas/Inquiry"}
+def _json(schema: dict, description: str) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(error: dict, *statuses: int) -> dict[str, dict]:
+    return {str(status): error for status in statuses}
+
+
+def _api_paths(components: _Components, schemas: RequestSchemas, config: ServiceConfig, error: dict) -> dict:
+    search_body = components.ref(schemas.search, "SearchRequest")
+    components.ref(schemas.inquiry, "Inquiry")
+    classify_body = components.ref(schemas.classify, "ClassifyRequest")
+    # Each item is validated on its own: a bad one is reported under the response's "errors" by its
+    # index, and the others are answered. So any item is acceptable, and an Inquiry is what is meant.
+    components.schemas["ClassifyRequest"]["properties"]["inquiries"]["items"] = {
+        "anyOf": [{"$ref": "#/components/schemas/Inquiry"}, {}],
+        "description": "an Inquiry; an item that is not one is reported under `errors` with its index (200)"}
     search_fields = schemas.search.model_json_schema()["properties"]
     parameters = [{"name": "q" if name == "query" else name, "in": "query", "required": name == "query",
                    "schema": field_schema} for name, field_schema in search_fields.items()]
+    found = components.ref(SearchResponse)
+    return {
+        "/v1/search": {
+            "get": {"summary": "Search", "parameters": parameters,
+                    "responses": {"200": _json(found, "best entries first, with the decision"),
+                                  **_errors(error, 400, 429, 503)}},
+            "post": {"summary": "Search (JSON body)", "requestBody": {"required": True, **_json(search_body, "")},
+                     "responses": {"200": _json(found, "as for GET"), **_errors(error, 400, 413, 415, 429, 503)}},
+        },
+        "/v1/classify": {
+            "post": {"summary": f"Classify up to {config.max_batch} inquiries in one model call",
+                     "requestBody": {"required": True, **_json(classify_body, "")},
+                     "responses": {"200": _json(components.ref(ClassifyResponse), "per-item results and errors"),
+                                   **_errors(error, 400, 413, 415, 429, 503)}},
+        },
+    }
+
+
+def _operations_paths(error: dict) -> dict:
+    return {
+        "/healthz": {"get": {"summary": "Alive", "responses": {"200": {"description": "status and index facts"}}}},
+        "/readyz": {"get": {"summary": "Ready (an index is loaded)",
+                            "responses": {"200": {"description": "ready"}, "503": error}}},
+        "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text format"}}}},
+        "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}},
+        "/admin/reload": {"post": {"summary": "Load the current index version beside the served one and swap",
+                                   "security": [{"bearer": []}],
+                                   "responses": {"200": {"description": "version, previous, changed"},
+                                                 **_errors(error, 401, 403, 409)}}},
+    }
+
+
+def openapi_document(schemas: RequestSchemas, config: ServiceConfig, version: str) -> dict:
+    """OpenAPI 3.1 for the service, its request schemas taken from the validating models."""
+    components = _Components()
+    error = _json(components.ref(Error), "a JSON error with a stable code")
     return {
         "openapi": "3.1.0",
         "info": {"title": "faq-retriever", "version": version,
                  "description": "Semantic search over a Chinese FAQ: search, batch classification, operations."},
-        "paths": {
-            "/v1/search": {
-                "get": {"summary": "Search", "parameters": parameters,
-                        "responses": {"200": {"description": "best entries first, with the decision",
-                                              **json_content(ref(SearchResponse))},
-                                      "400": error, "429": error, "503": error}},
-                "post": {"summary": "Search (JSON body)", "requestBody": {"required": True, **json_content(search_body)},
-                         "responses": {"200": {"description": "as for GET", **json_content(ref(SearchResponse))},
-                                       "400": error, "413": error, "415": error, "429": error, "503": error}},
-            },
-            "/v1/classify": {
-                "post": {"summary": f"Classify up to {config.max_batch} inquiries in one model call",
-                         "requestBody": {"required": True, **json_content(classify_body)},
-                         "responses": {"200": {"description": "per-item results and per-item errors",
-                                               **json_content(ref(ClassifyResponse))},
-                                       "400": error, "413": error, "415": error, "429": error, "503": error}},
-            },
-            "/healthz": {"get": {"summary": "Alive", "responses": {"200": {"description": "status and index facts"}}}},
-            "/readyz": {"get": {"summary": "Ready (an index is loaded)",
-                                "responses": {"200": {"description": "ready"}, "503": error}}},
-            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text format"}}}},
-            "/admin/reload": {"post": {"summary": "Load the current index version beside the served one and swap",
-                                       "security": [{"bearer": []}],
-                                       "responses": {"200": {"description": "version, previous, changed"},
-                                                     "401": error, "403": error, "409": error}}},
-        },
-        "components": {"schemas": components,
+        "paths": {**_api_paths(components, schemas, config, error), **_operations_paths(error)},
+        "components": {"schemas": components.schemas,
                        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
                                                       "description": "RETRIEVER_ADMIN_TOKEN"}}},
     }

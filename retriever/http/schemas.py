@@ -9,19 +9,37 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from typing_extensions import Annotated
 
 from ..config import ServiceConfig
+from ..normalize import INVISIBLE_CHARACTERS
 from ..scoring import MODES
 
 Mode = Literal["hybrid", "dense", "lexical"]
 assert set(Mode.__args__) == set(MODES)
+# What the document calls text with something to search: a character that is neither whitespace nor
+# invisible (normalisation removes those). Documented as a pattern, enforced by _not_blank.
+VISIBLE_TEXT = "[^\\s" + "".join(f"\\u{ord(c):04x}" for c in sorted(INVISIBLE_CHARACTERS)) + "]"
 
 
 def _not_blank(value: str) -> str:
-    if not value.strip():
+    if all(c.isspace() or c in INVISIBLE_CHARACTERS for c in value):
         raise ValueError("must not be blank")
     return value
+
+
+def _integral_float_to_int(value: Any) -> Any:
+    """JSON Schema's ``integer`` admits 44.0; a strict int field would not."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def integer(minimum: int, maximum: int) -> Any:
+    """An integer as JSON Schema means it (44 and 44.0, never "44" or true), within bounds.
+
+    The bounds come before the validator, or pydantic documents them as unknown keywords.
+    """
+    return Annotated[int, Field(ge=minimum, le=maximum), BeforeValidator(_integral_float_to_int)]
 
 
 @dataclass(frozen=True)
@@ -38,9 +56,10 @@ def request_schemas(config: ServiceConfig) -> RequestSchemas:
         """A search: GET query string (``q`` for ``query``) or POST JSON body."""
 
         model_config = ConfigDict(extra="forbid")
-        query: str = Field(min_length=1, max_length=config.max_query_chars, description="the citizen's question")
-        top_k: int | None = Field(None, ge=1, le=config.max_top_k,
-                                  description=f"entries to return (default {config.default_top_k})")
+        query: str = Field(min_length=1, max_length=config.max_query_chars, description="the citizen's question",
+                           json_schema_extra={"pattern": VISIBLE_TEXT})
+        top_k: integer(1, config.max_top_k) | None = Field(
+            None, description=f"entries to return (default {config.default_top_k})")
         threshold: float | None = Field(None, ge=-1.0, le=1.0,
                                         description="no-match threshold instead of the calibrated one")
         mode: Mode | None = Field(None, description="retrieval mode instead of the index's default")
@@ -51,7 +70,7 @@ def request_schemas(config: ServiceConfig) -> RequestSchemas:
 
         model_config = ConfigDict(extra="forbid")
         id: str | int = Field(description="the caller's id, echoed back; unique within a request")
-        text: str = Field(min_length=1, max_length=config.max_query_chars)
+        text: str = Field(min_length=1, max_length=config.max_query_chars, json_schema_extra={"pattern": VISIBLE_TEXT})
         _blank = field_validator("text")(_not_blank)
 
         @field_validator("id")
