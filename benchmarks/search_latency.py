@@ -2,25 +2,23 @@
 """Query latency on the seed corpus: bare encoder vs Searcher vs HTTP (Flask test client).
 
 Runs all three in one process, interleaved, so the machine's noise hits them alike.
-Usage: python benchmarks/search_latency.py [--rounds 100]
+Usage: python -m benchmarks.search_latency [--rounds 100]
 """
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
-from retriever.encoders import load_encoder  # noqa: E402
-from retriever.normalize import normalize  # noqa: E402
-from retriever.pipeline import build_from_corpus  # noqa: E402
-from retriever.search import Searcher  # noqa: E402
-from retriever.http import create_app  # noqa: E402
+from retriever.encoders import load_encoder
+from retriever.normalize import normalize
+from retriever.pipeline import build_from_corpus
+from retriever.search import Searcher
+from retriever.http import create_app
 
 QUERIES = ["注销进度怎么查", "一建证书怎么注销", "手机号被人占用了", "证书注销了还能恢复吗",
            "单位不给我办注销怎么办", "建造师死亡了企业怎么注销", "註銷辦理進度怎麼看", "今天天气怎么样"]

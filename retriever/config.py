@@ -8,19 +8,35 @@ from typing import Mapping
 from .errors import RetrieverError
 
 
+DEFAULT_TOP_K = 5
+MAX_TOP_K = 50  # entries one search may return: HTTP, CLI and the OpenAPI document take it from here
+
+
+def parse_number(text: str, kind: type = int, minimum: float | None = None, maximum: float | None = None):
+    """``text`` as an int or float within [minimum, maximum].
+
+    Raises ValueError whose message completes a sentence about the value: "is not an integer",
+    "must be between 1 and 50".
+    """
+    try:
+        number = kind(text)
+    except ValueError:
+        raise ValueError(f"is not {'an integer' if kind is int else 'a number'}") from None
+    if (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
+        bounds = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
+        raise ValueError(f"must be {bounds}")
+    return number
+
+
 def _number_env(environ: Mapping[str, str], name: str, default, kind=int, minimum=1):
     """The number in environment variable ``name`` (``kind`` int or float, at least ``minimum``), else ``default``."""
     value = environ.get(name)
     if value is None or value == "":
         return default
     try:
-        number = kind(value)
-    except ValueError:
-        raise RetrieverError(f"environment variable {name}={value!r} is not {'an integer' if kind is int else 'a number'}"
-                             ) from None
-    if number < minimum:
-        raise RetrieverError(f"environment variable {name}={value!r} must be at least {minimum}")
-    return number
+        return parse_number(value, kind, minimum)
+    except ValueError as exc:
+        raise RetrieverError(f"environment variable {name}={value!r} {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -28,8 +44,8 @@ class ServiceConfig:
     """Limits of the HTTP API (documented in the README)."""
 
     max_query_chars: int = 500
-    default_top_k: int = 5
-    max_top_k: int = 50
+    default_top_k: int = DEFAULT_TOP_K
+    max_top_k: int = MAX_TOP_K
     max_body_bytes: int = 64 * 1024
     max_batch: int = 1000  # inquiries per /v1/classify request
     max_batch_body_bytes: int = 2 * 1024 * 1024
