@@ -7,7 +7,7 @@ import flask_swagger_ui
 from flask import Blueprint, current_app, jsonify, send_from_directory
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from .. import __version__
+from ..version import __version__
 from .errors import ApiError
 from .openapi import openapi_document
 from .state import state
