@@ -20,6 +20,14 @@ _GLUED_PINYIN = re.compile(
     rf"(?<=[{_CJK}])\((?=[a-zü{_TONED_VOWELS}]*[{_TONED_VOWELS}])[a-zü{_TONED_VOWELS}]+\)"
 )
 _WHITESPACE = re.compile(r"\s+")
+# Characters that show nothing but make two equal-looking texts differ: zero-width space/joiners,
+# word joiner and invisible operators, BOM, soft hyphen, bidi marks and embeddings/isolates.
+# Pasted from web pages and chat apps, they split ids and hide empty questions.
+INVISIBLE_CHARACTERS = frozenset(
+    "\u00ad\u061c\u180e\u200b\u200c\u200d\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
+    "\u2060\u2061\u2062\u2063\u2064\u2066\u2067\u2068\u2069\ufeff"
+)
+_DROP_INVISIBLE = dict.fromkeys(map(ord, INVISIBLE_CHARACTERS))
 
 
 @functools.lru_cache(maxsize=1)
@@ -32,13 +40,19 @@ def strip_glued_pinyin(text: str) -> str:
     return _GLUED_PINYIN.sub("", text)
 
 
+def remove_invisible(text: str) -> str:
+    """``text`` without the characters of :data:`INVISIBLE_CHARACTERS`."""
+    return text.translate(_DROP_INVISIBLE)
+
+
 def normalize(text: str) -> str:
     """Return the canonical form of ``text`` used for embedding and lexical matching.
 
-    NFKC (full-width to half-width), glued pinyin removed, traditional to
-    simplified (OpenCC ``t2s``), whitespace runs collapsed to one space.
+    Invisible characters removed, NFKC (full-width to half-width), glued pinyin
+    removed, traditional to simplified (OpenCC ``t2s``), whitespace runs
+    collapsed to one space.
     """
-    text = unicodedata.normalize("NFKC", text)
+    text = unicodedata.normalize("NFKC", remove_invisible(text))
     text = strip_glued_pinyin(text)
     text = _to_simplified().convert(text)
     return _WHITESPACE.sub(" ", text).strip()

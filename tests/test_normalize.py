@@ -46,3 +46,17 @@ def test_normalize_is_idempotent_on_seed_text():
         once = normalize(line)
         assert normalize(once) == once
         assert "(jí)" not in once and "(cè)" not in once
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("注销\u200b进度", "注销进度"),  # zero-width space
+    ("\ufeff注销进度", "注销进度"),  # BOM pasted from a file
+    ("注\u200c销\u200d进\u2060度", "注销进度"),  # zero-width non-joiner, joiner, word joiner
+    ("建造\u00ad师", "建造师"),  # soft hyphen
+    ("\u202e度进销注\u202c", "度进销注"),  # bidi override: removed, not applied
+    ("\u2066a1\u2069 \u200e\u200f", "a1"),  # isolates and marks
+    ("\u200b \u200b", ""),  # nothing left: an empty question
+])
+def test_invisible_characters_are_removed(raw, expected):
+    assert normalize(raw) == expected
+    assert normalize(expected) == expected
