@@ -11,6 +11,7 @@ from . import admin, api, ops, pages
 from .errors import register_error_handlers
 from .logs import UnmatchedLog, log_access
 from .metrics import Metrics
+from .parsing import StandardJSONProvider
 from .reload import SearcherHolder
 from .schemas import request_schemas
 from .state import EXTENSION, ServiceState, state
@@ -23,6 +24,7 @@ def create_app(source: Searcher | SearcherHolder, config: ServiceConfig | None =
     app = Flask(__name__, static_folder="static", static_url_path="/static")
     # The largest body any route takes; each route checks its own, smaller limit.
     app.config["MAX_CONTENT_LENGTH"] = max(config.max_body_bytes, config.max_batch_body_bytes)
+    app.json = StandardJSONProvider(app)  # never NaN/Infinity in a body
     app.json.ensure_ascii = False  # Chinese stays readable in responses
     app.json.sort_keys = False
     app.extensions[EXTENSION] = ServiceState(

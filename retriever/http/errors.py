@@ -5,8 +5,10 @@
 from __future__ import annotations
 
 import logging
+import math
+import time
 
-from flask import Flask, jsonify, request
+from flask import Flask, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -53,7 +55,34 @@ def _unexpected(error: Exception):
     return error_response(500, "internal_error", "the service failed to handle this request")
 
 
+def retry_after_seconds(reset_time: float | None, now: float, fallback: str | None = None) -> int:
+    """Whole seconds until the rate-limit window resets, rounded up, at least 1 (0 invites a retry at once)."""
+    if reset_time is not None:
+        return max(1, math.ceil(reset_time - now))
+    return max(1, int(fallback)) if fallback and fallback.isdigit() else 1
+
+
+def _window_reset_time() -> float | None:
+    """When the rate limit that refused this request resets (flask-limiter's window), if known."""
+    for limiter in current_app.extensions.get("limiter", ()):
+        current = limiter.current_limit
+        if current is not None:
+            return float(current.window[0])  # limits' WindowStats.reset_time, epoch seconds
+    return None
+
+
+def _truthful_retry_after(response):
+    # flask-limiter writes int(ceil(reset) - now): 0 in the last second of a window, else up to 1 s long.
+    if response.status_code == 429:
+        response.headers["Retry-After"] = str(retry_after_seconds(_window_reset_time(), time.time(),
+                                                                  response.headers.get("Retry-After")))
+    return response
+
+
 def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(ApiError, _api_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected)
+    # Flask runs after_request functions last-registered first: at the front of the list, this
+    # one has the last word on Retry-After, after the rate limiter's own headers.
+    app.after_request_funcs.setdefault(None, []).insert(0, _truthful_retry_after)

@@ -7,6 +7,14 @@ import logging.handlers
 from datetime import datetime, timezone
 
 access_log = logging.getLogger("retriever.access")
+# JSON keeps these raw (with ensure_ascii=False), yet str.splitlines() and many log tools break
+# lines at them: escaped, one record stays one line. JSON escapes every other line break itself.
+_LINE_BREAKS_ESCAPED = {ord(c): f"\\u{ord(c):04x}" for c in "\u0085\u2028\u2029"}
+
+
+def json_line(record: dict) -> str:
+    """``record`` as one line of JSON, readable Chinese kept, nothing any reader takes for a line break."""
+    return json.dumps(record, ensure_ascii=False).translate(_LINE_BREAKS_ESCAPED)
 
 
 def configure_access_log(stream=None) -> None:
@@ -24,7 +32,7 @@ def log_access(method: str, path: str, status: int, seconds: float, client: str 
     """One JSON line per request on the ``retriever.access`` logger."""
     record = {"ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "method": method, "path": path,
               "status": status, "ms": round(seconds * 1000, 2), "client": client, **extra}
-    access_log.info(json.dumps(record, ensure_ascii=False))
+    access_log.info(json_line(record))
 
 
 class UnmatchedLog:
@@ -42,7 +50,6 @@ class UnmatchedLog:
 
     def record(self, query: str, top_faq_id: str | None, score: float | None, threshold: float | None,
                version: str, source: str) -> None:
-        self._logger.info(json.dumps({"ts": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                                      "query": query, "top_faq_id": top_faq_id, "score": score,
-                                      "threshold": threshold, "index_version": version, "source": source},
-                                     ensure_ascii=False))
+        self._logger.info(json_line({"ts": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                                     "query": query, "top_faq_id": top_faq_id, "score": score,
+                                     "threshold": threshold, "index_version": version, "source": source}))

@@ -1,13 +1,27 @@
-"""Reading request bodies: size, media type, JSON syntax and Unicode checked before any view sees them."""
+"""JSON in and out: request bodies checked (size, framing, media type, syntax, numbers, depth, Unicode)
+before any view sees them, and responses that can only be standard JSON.
+"""
 from __future__ import annotations
 
 import json
+import logging
+import math
 from typing import Any
 
 from flask import request
-from werkzeug.exceptions import BadRequest
+from flask.json.provider import DefaultJSONProvider
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from .errors import ApiError
+
+log = logging.getLogger(__name__)
+
+# Requests are at most three levels deep ({"inquiries": [{"id", "text"}]}); anything far deeper is
+# an attack on the parser or on echoing it back, refused before it reaches either.
+MAX_JSON_DEPTH = 32
+# The integers every JSON parser represents exactly (JavaScript's Number.MAX_SAFE_INTEGER + 1).
+SAFE_INTEGER = 2 ** 53
+_READ_BLOCK = 64 * 1024
 
 
 def json_body(max_bytes: int) -> dict[str, Any]:
@@ -17,17 +31,90 @@ def json_body(max_bytes: int) -> dict[str, Any]:
     if not request.is_json:
         raise ApiError(415, "unsupported_media_type",
                        f"send the body as application/json, not {request.mimetype or 'no content type'}")
-    try:
-        body = request.get_json()
-    except BadRequest:
-        raise ApiError(400, "malformed_json", "the request body is not valid JSON") from None
-    try:
-        # JSON may escape lone UTF-16 surrogates ("\ud800"), which are not text: refuse them here
-        # rather than fail later while echoing them back.
-        json.dumps(body, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        raise ApiError(400, "malformed_json", "the JSON body contains unpaired surrogate escapes (not Unicode text)"
-                       ) from None
+    body = parse_json(read_body(max_bytes))
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_body", "the JSON body must be an object")
     return body
+
+
+def read_body(max_bytes: int) -> bytes:
+    """The body, whatever its framing, reading at most ``max_bytes + 1`` bytes of it.
+
+    A chunked body has no Content-Length to check up front, so the limit is enforced here.
+    """
+    chunks, size = [], 0
+    try:
+        while size <= max_bytes:
+            chunk = request.stream.read(min(_READ_BLOCK, max_bytes + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except RequestEntityTooLarge:  # werkzeug's own cap (the largest route limit) came first
+        size = max_bytes + 1
+    except Exception as exc:  # noqa: BLE001 - gunicorn's framing errors are plain Exceptions (ParseException)
+        log.info("unreadable request body: %s: %s", type(exc).__name__, exc)
+        raise ApiError(400, "malformed_body", "the request body cannot be read: broken chunked framing or "
+                                              "the connection ended early") from None
+    if size > max_bytes:
+        raise ApiError(413, "payload_too_large", f"the body has more than {max_bytes} bytes; the limit is {max_bytes}")
+    return b"".join(chunks)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ApiError(400, "invalid_number", f"the number {text[:40]} is too large to represent")
+    return value
+
+
+def _safe_int(text: str) -> int:
+    # The length test first: int() of thousands of digits is slow, and refused past 4300.
+    if len(text.lstrip("-")) > len(str(SAFE_INTEGER)) or abs(int(text)) > SAFE_INTEGER:
+        raise ApiError(400, "invalid_number", f"the integer {text[:40]}{'…' if len(text) > 40 else ''} is outside "
+                                              f"±2^53 ({SAFE_INTEGER}); send large ids as strings")
+    return int(text)
+
+
+def _no_constant(name: str) -> Any:
+    raise ApiError(400, "malformed_json", f"{name} is not JSON: numbers must be finite")
+
+
+def json_depth_exceeds(value: Any, limit: int) -> bool:
+    """Whether arrays and objects in ``value`` nest deeper than ``limit`` (without recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth > limit:
+                return True
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return False
+
+
+def parse_json(data: bytes) -> Any:
+    """The JSON value in ``data``: standard JSON only (finite numbers, safe integers, Unicode text, bounded depth)."""
+    try:
+        value = json.loads(data, parse_float=_finite_float, parse_int=_safe_int, parse_constant=_no_constant)
+    except RecursionError:
+        raise ApiError(400, "malformed_json", f"the JSON body nests deeper than {MAX_JSON_DEPTH} levels") from None
+    except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8/16/32
+        raise ApiError(400, "malformed_json", f"the request body is not valid JSON ({exc})"[:300]) from None
+    if json_depth_exceeds(value, MAX_JSON_DEPTH):
+        raise ApiError(400, "malformed_json", f"the JSON body nests deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        # JSON may escape lone UTF-16 surrogates ("\ud800"), which are not text: refuse them here
+        # rather than fail later while echoing them back.
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ApiError(400, "malformed_json", "the JSON body contains unpaired surrogate escapes (not Unicode text)"
+                       ) from None
+    return value
+
+
+class StandardJSONProvider(DefaultJSONProvider):
+    """Flask's JSON, refusing NaN and Infinity: a bug that makes one fails as a 500, not as a body that is not JSON."""
+
+    def dumps(self, obj: Any, **kwargs: Any) -> str:
+        kwargs.setdefault("allow_nan", False)
+        return super().dumps(obj, **kwargs)
