@@ -30,8 +30,9 @@ CORPUS_SUFFIXES = (".yaml", ".yml", ".jsonl") + SHEET_SUFFIXES
 # Spreadsheet formats that are not read: refused with the fix rather than ignored.
 UNREAD_SHEET_SUFFIXES = frozenset({".xls", ".xlsm", ".xlsb", ".ods", ".numbers", ".et"})
 # Files a corpus folder may hold beside the entries: labelled queries for
-# calibration, and the lexical leg's synonyms (``userdict.txt`` has no corpus suffix).
-RESERVED_FILES = frozenset({"labelled.jsonl", "synonyms.yaml"})
+# calibration, the lexical leg's synonyms (``userdict.txt`` has no corpus suffix), the
+# pages' title and messages, and the workbench's candidates for new entries.
+RESERVED_FILES = frozenset({"labelled.jsonl", "synonyms.yaml", "collection.yaml", "candidates.jsonl"})
 _REQUIRED = ("id", "question", "answer")
 _KNOWN = {"id", "question", "paraphrases", "answer", "category", "tags", "negatives"}
 

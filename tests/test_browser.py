@@ -4,14 +4,17 @@ Skipped with the reason when Chromium or Playwright is missing, unless RETRIEVER
 (set by .ci/run, which installs Chromium), where that is a failure instead.
 """
 import http.server
+import json
 import os
 import shutil
 import threading
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO, running_server
+from conftest import REPO, SEED_CORPUS, running_server
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = REPO / "tests" / "artifacts"
@@ -153,6 +156,76 @@ def test_screenshot_artifact_is_a_png():
 
 
 def test_api_docs_page_renders_every_route(page, server):
+    document = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{server}/openapi.json", timeout=10).read())
+    operations = sum(len(item) for item in document["paths"].values())
+    assert operations >= 8  # search (GET, POST), classify, feedback, health, ready, metrics, reload, ...
     page.goto(f"http://127.0.0.1:{server}/docs")
-    expect(page.locator(".opblock")).to_have_count(7, timeout=15_000)
+    expect(page.locator(".opblock")).to_have_count(operations, timeout=15_000)
     expect(page.locator(".opblock-summary-path").first).to_have_text("/v1/search")
+
+
+# --- the editors' workbench ----------------------------------------------------------------------
+
+BENCH_TOKEN = "browser-bench-token"
+# No entry answers this today (the test checks); once it is a paraphrase of cancel-02, the one that
+# says an employer must confirm a cancellation, it is answered by cancel-02.
+UNMATCHED = "注销需要企业同意吗"
+
+
+def _search(page, url: str, query: str):
+    page.goto(url + "/")
+    page.get_by_role("searchbox").press_sequentially(query, delay=20)
+    return page.locator("#status")
+
+
+def test_workbench_editor_assigns_a_group_publishes_and_the_query_is_answered(browser, seed_index, tmp_path):
+    corpus, index = tmp_path / "corpus", tmp_path / "index"
+    shutil.copytree(SEED_CORPUS, corpus)
+    shutil.copytree(seed_index, index)
+    env = {"RETRIEVER_ADMIN_TOKEN": BENCH_TOKEN, "RETRIEVER_CORPUS": str(corpus),
+           "RETRIEVER_UNMATCHED_LOG": str(tmp_path / "unmatched.jsonl"),
+           "RETRIEVER_FEEDBACK_LOG": str(tmp_path / "feedback.jsonl")}
+    context = browser.new_context(locale="zh-CN", viewport={"width": 1100, "height": 900})
+    page = context.new_page()
+    with running_server(index, env=env, workers=1) as (url, _):
+        # A citizen asks; nothing answers; the service logs the query for the editors. Others ask too.
+        expect(_search(page, url, UNMATCHED)).to_contain_text("没有找到相关问题", timeout=10_000)
+        for query in ["监理工程师怎么注销", "监理工程师怎么注销", "监理工程师怎样注销", "今天天气怎么样"]:
+            urllib.request.urlopen(f"{url}/v1/search?q={urllib.parse.quote(query)}", timeout=10)
+        vote = {"query": "注销以后证书还有用吗", "faq_id": "cancel-04", "helpful": False}
+        urllib.request.urlopen(urllib.request.Request(f"{url}/v1/feedback", json.dumps(vote).encode(),
+                                                      {"Content-Type": "application/json"}), timeout=10)
+
+        page.goto(url + "/admin")
+        page.get_by_label("管理令牌").fill(BENCH_TOKEN)
+        page.get_by_role("button", name="登录").click()
+        group = page.locator(f'article.group[data-text="{UNMATCHED}"]')
+        expect(group).to_contain_text("共 1 次", timeout=15_000)
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "workbench-groups.png"), full_page=True)
+
+        group.get_by_label("选择条目").select_option("cancel-02")
+        group.get_by_role("button", name="添加为相似问题").click()
+        expect(page.locator("#notice")).to_contain_text("已将 1 个问题添加为 cancel-02 的相似问题")
+        expect(page.locator('#changes li[data-faq-id="cancel-02"]')).to_contain_text(UNMATCHED)
+        expect(group).to_have_count(0)  # placed: no longer waiting
+
+        page.get_by_role("button", name="重新构建并发布").click()
+        expect(page.locator("#stages li.current")).to_have_count(1, timeout=5_000)  # progress is shown
+        result = page.locator('#publish-result[data-state="done"]')
+        expect(result).to_contain_text("已发布并上线", timeout=150_000)
+        expect(result).to_contain_text("发布检查：标注问题答对")
+        expect(page.locator("#pending")).to_contain_text("没有待发布的修改")
+        page.screenshot(path=str(ARTIFACTS / "workbench.png"), full_page=True)
+
+        # The same question now gets the entry the editor chose, and the citizen can say it helped.
+        status = _search(page, url, UNMATCHED)
+        first = page.locator("#results li").first
+        expect(first).to_have_attribute("data-faq-id", "cancel-02", timeout=10_000)
+        expect(status).not_to_contain_text("没有找到")
+        first.click()
+        first.get_by_role("button", name="有帮助").click()
+        expect(first.locator(".feedback-note")).to_have_text("感谢您的反馈！")
+    context.close()
+    vote = json.loads((tmp_path / "feedback.jsonl").read_text(encoding="utf-8").splitlines()[-1])
+    assert vote["query"] == UNMATCHED and vote["faq_id"] == "cancel-02" and vote["helpful"] is True

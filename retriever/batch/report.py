@@ -1,4 +1,4 @@
-"""An HTML report of a classification run, for FAQ editors.
+"""An HTML report of a classification run, for FAQ editors (in Chinese, their language).
 
 Read from the finished output file in one streaming pass, so a resumed run is
 reported whole and memory stays bounded: per-entry counts, decision shares, a
@@ -64,35 +64,72 @@ def collect(records: Iterable[dict]) -> ReportData:
     return data
 
 
+DECISION_LABELS = {"answer": "已回答", "ambiguous": "需确认", "no_match": "未匹配"}
+DECISION_COLOURS = {"answer": "#2e7d32", "ambiguous": "#f9a825", "no_match": "#c62828"}
+# Fonts with Chinese glyphs, in order of preference (Debian's fonts-wqy-microhei first).
+CJK_FONTS = ("WenQuanYi Micro Hei", "Noto Sans CJK SC", "Source Han Sans SC", "Microsoft YaHei", "PingFang SC",
+             "SimHei")
+AXIS_PADDING = 0.02
+
+
+def axis_range(scores: Iterable[float], threshold: float | None = None) -> tuple[float, float]:
+    """The x-axis of the histogram: every score shown, and the threshold too, whatever the scores.
+
+    A run's scores ended at 0.88 while its threshold was 0.922: the threshold line was off the chart.
+    """
+    values = [float(v) for v in scores] + ([float(threshold)] if threshold is not None else [])
+    if not values:
+        return 0.0, 1.0
+    return min(values) - AXIS_PADDING, max(values) + AXIS_PADDING
+
+
+def _cjk_font() -> str | None:
+    from matplotlib import font_manager
+
+    installed = {font.name for font in font_manager.fontManager.ttflist}
+    return next((name for name in CJK_FONTS if name in installed), None)
+
+
 def histogram_png(data: ReportData, threshold: float | None = None) -> bytes:
+    """The score histogram by decision, with the threshold line; Chinese labels when a CJK font is installed
+    (without one, the chart has numbers only and the page's legend below it says what is what)."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(8, 3.2), dpi=100)
-    centres = (HISTOGRAM_BINS[:-1] + HISTOGRAM_BINS[1:]) / 2
-    bottom = np.zeros(len(centres))
-    colours = {"answer": "#2e7d32", "ambiguous": "#f9a825", "no_match": "#c62828"}
-    shown = [centres[i] for i in range(len(centres)) if any(c[i] for c in data.histogram.values())]
-    for decision in ("answer", "ambiguous", "no_match"):
-        counts = data.histogram.get(decision)
-        if counts is not None:
-            axes.bar(centres, counts, width=HISTOGRAM_BINS[1], bottom=bottom, color=colours[decision],
-                     label=decision)
-            bottom += counts
-    if threshold is not None:
-        axes.axvline(threshold, color="black", linestyle="--", linewidth=1, label=f"threshold {threshold:.3f}")
-    if shown:
-        axes.set_xlim(max(min(shown) - 0.02, 0), min(max(shown) + 0.02, 1))
-    axes.set_xlabel("top score")
-    axes.set_ylabel("inquiries")
-    axes.legend()
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    plt.close(figure)
+    font = _cjk_font()
+    with plt.rc_context({"font.sans-serif": [font, "DejaVu Sans"]} if font else {}):
+        figure, axes = plt.subplots(figsize=(8, 3.2), dpi=100)
+        centres = (HISTOGRAM_BINS[:-1] + HISTOGRAM_BINS[1:]) / 2
+        bottom = np.zeros(len(centres))
+        shown = [centres[i] for i in range(len(centres)) if any(c[i] for c in data.histogram.values())]
+        for decision, label in DECISION_LABELS.items():
+            counts = data.histogram.get(decision)
+            if counts is not None:
+                axes.bar(centres, counts, width=HISTOGRAM_BINS[1], bottom=bottom, color=DECISION_COLOURS[decision],
+                         label=label)
+                bottom += counts
+        if threshold is not None:
+            axes.axvline(threshold, color="black", linestyle="--", linewidth=1, label=f"阈值 {threshold:.3f}")
+        axes.set_xlim(*axis_range(shown, threshold))
+        if font:
+            axes.set_xlabel("最高相似度")
+            axes.set_ylabel("咨询数")
+            axes.legend()
+        figure.tight_layout()
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png")
+        plt.close(figure)
     return buffer.getvalue()
+
+
+def _legend(threshold: float | None) -> str:
+    swatches = "".join(f'<span class=key><i style="background:{DECISION_COLOURS[d]}"></i>{label}</span>'
+                       for d, label in DECISION_LABELS.items())
+    line = f"<span class=key><i class=line></i>阈值 {threshold:.3f}（最高相似度低于它即为未匹配）</span>" \
+        if threshold is not None else ""
+    return f"<p class=legend>横轴：最高相似度；纵轴：咨询数。{swatches}{line}</p>"
 
 
 def render(data: ReportData, title: str, threshold: float | None = None) -> str:
@@ -108,24 +145,28 @@ def render(data: ReportData, title: str, threshold: float | None = None) -> str:
     png = base64.b64encode(histogram_png(data, threshold)).decode("ascii")
     return f"""<!doctype html>
 <html lang="zh-CN"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto;padding:0 1em}}
+<style>body{{font-family:system-ui,"PingFang SC","Microsoft YaHei","Noto Sans CJK SC",sans-serif;max-width:60em;
+margin:2em auto;padding:0 1em}}
 table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}}
-td.n{{text-align:right}}</style></head><body>
+td.n{{text-align:right}}.legend .key{{margin-left:1em;white-space:nowrap}}
+.legend i{{display:inline-block;width:.9em;height:.9em;margin-right:.3em;vertical-align:-.1em}}
+.legend i.line{{width:0;border-left:2px dashed #000}}</style></head><body>
 <h1>{html.escape(title)}</h1>
-<p>{data.rows} inquiries classified: answered {share("answer")}, ambiguous {share("ambiguous")},
-no match {share("no_match")}.</p>
-<h2>Score distribution</h2>
-<img alt="histogram of top scores by decision" src="data:image/png;base64,{png}">
-<h2>Inquiries per FAQ entry (answered or ambiguous)</h2>
-<table><tr><th>faq_id</th><th>question</th><th>inquiries</th></tr>{entry_rows}</table>
-<h2>Most frequent unmatched inquiries</h2>
-<p>Candidates for a new FAQ entry or a new paraphrase.</p>
-<table><tr><th>inquiry</th><th>times</th></tr>{unmatched_rows}</table>
+<p>共分类 {data.rows} 条咨询：{DECISION_LABELS["answer"]} {share("answer")}，{DECISION_LABELS["ambiguous"]}
+{share("ambiguous")}，{DECISION_LABELS["no_match"]} {share("no_match")}。</p>
+<h2>相似度分布</h2>
+<img alt="各决定的最高相似度直方图" src="data:image/png;base64,{png}">
+{_legend(threshold)}
+<h2>各条目的咨询量（已回答或需确认）</h2>
+<table><tr><th>条目编号</th><th>标准问题</th><th>咨询数</th></tr>{entry_rows}</table>
+<h2>最常见的未匹配咨询</h2>
+<p>可作为新条目或相似问题的候选（在工作台 /admin 中处理）。</p>
+<table><tr><th>咨询内容</th><th>次数</th></tr>{unmatched_rows}</table>
 </body></html>
 """
 
 
-def write_report(records: Iterable[dict], path: str | Path, title: str = "Classification report",
+def write_report(records: Iterable[dict], path: str | Path, title: str = "分类报告",
                  threshold: float | None = None) -> ReportData:
     """Write the HTML report for ``records`` to ``path`` atomically; return what it counted."""
     data = collect(records)

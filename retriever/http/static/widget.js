@@ -6,8 +6,10 @@
  *
  * Optional attributes: data-api (base URL of the service; default: where this script came from),
  * data-top-k (default 5), data-placeholder, data-label (the box's label; "" hides it visually,
- * screen readers still read "常见问题搜索"). Another site needs the service's CORS setting
- * (RETRIEVER_CORS_ORIGINS) to allow its origin.
+ * screen readers still read "常见问题搜索"), data-no-match (the message when nothing answers),
+ * data-feedback ("off" hides the 有帮助/没帮助 buttons under an opened answer; they post to
+ * /v1/feedback, which the service records when RETRIEVER_FEEDBACK_LOG is set). Another site needs
+ * the service's CORS setting (RETRIEVER_CORS_ORIGINS) to allow its origin.
  */
 (function () {
   "use strict";
@@ -16,10 +18,16 @@
   var apiBase = (script.dataset.api || new URL(script.src, location.href).origin).replace(/\/$/, "");
   var topK = parseInt(script.dataset.topK || "5", 10);
   var DEBOUNCE_MS = 250;
+  var FEEDBACK = script.dataset.feedback !== "off";
   var TEXT = {
     placeholder: script.dataset.placeholder || "请输入您的问题，例如：注销进度怎么查",
     label: script.dataset.label === undefined ? "常见问题搜索" : script.dataset.label,
-    noMatch: "没有找到相关问题，请联系人工客服。",
+    noMatch: script.dataset.noMatch || "没有找到相关问题，请联系人工客服。",
+    askFeedback: "这个回答有帮助吗？",
+    helpful: "有帮助",
+    unhelpful: "没帮助",
+    thanks: "感谢您的反馈！",
+    feedbackFailed: "反馈未能提交：",
     ambiguous: "以下问题可能与您的问题相关：",
     error: "查询出错：",
     network: "无法连接服务，请稍后再试。",
@@ -45,6 +53,11 @@
     ".answer{white-space:pre-wrap;margin:.4rem 0;line-height:1.6;overflow-wrap:anywhere}",
     "li:not(.open) .answer{display:-webkit-box;-webkit-line-clamp:3;-webkit-box-orient:vertical;overflow:hidden}",
     ".meta{font-size:.85rem;color:#52606d;display:flex;flex-wrap:wrap;gap:.3rem 1rem}",
+    ".feedback{display:flex;flex-wrap:wrap;align-items:center;gap:.5rem;margin-top:.6rem;font-size:.9rem}",
+    "li:not(.open) .feedback{display:none}",
+    ".feedback button{font:inherit;padding:.3rem .8rem;border:1px solid #9aa5b1;border-radius:.4rem;background:#fff;cursor:pointer}",
+    ".feedback button:focus{outline:3px solid #1d4ed8;outline-offset:1px}",
+    ".feedback button:disabled{cursor:default;opacity:.6}",
     "@media (max-width:480px){input{font-size:1rem}li{padding:.7rem}}",
   ].join("");
 
@@ -73,6 +86,39 @@
       status.className = "status" + (kind ? " " + kind : "");
     }
 
+    // 有帮助 / 没帮助 under an opened answer: one vote per answer shown.
+    function feedbackRow(query, hit, body) {
+      var row = el("div", { class: "feedback" });
+      var note = el("span", { class: "feedback-note", role: "status" }, TEXT.askFeedback);
+      var yes = el("button", { type: "button", "data-helpful": "true" }, TEXT.helpful);
+      var no = el("button", { type: "button", "data-helpful": "false" }, TEXT.unhelpful);
+      row.append(note, yes, no);
+      row.addEventListener("click", function (event) {
+        var button = event.target.closest("button");
+        event.stopPropagation();  // a vote does not fold the answer
+        if (!button) return;
+        yes.disabled = no.disabled = true;
+        sendFeedback({ query: query, faq_id: hit.faq_id, helpful: button.dataset.helpful === "true",
+                       index_version: body.index_version }, note, yes, no);
+      });
+      return row;
+    }
+
+    function sendFeedback(vote, note, yes, no) {
+      fetch(apiBase + "/v1/feedback", { method: "POST", body: JSON.stringify(vote),
+                                        headers: { "Content-Type": "application/json", Accept: "application/json" } })
+        .then(function (response) {
+          return response.json().catch(function () { return {}; }).then(function (answer) {
+            if (!response.ok) throw new Error(answer.message || "HTTP " + response.status);
+            note.textContent = TEXT.thanks;
+          });
+        })
+        .catch(function (error) {
+          note.textContent = TEXT.feedbackFailed + (error instanceof TypeError ? TEXT.network : error.message);
+          yes.disabled = no.disabled = false;
+        });
+    }
+
     function render(body) {
       list.textContent = "";
       if (body.decision === "no_match" || body.results.length === 0) {
@@ -86,6 +132,7 @@
         meta.append(el("span", {}, TEXT.matched + hit.matched_text),
                     el("span", {}, TEXT.score + " " + hit.score.toFixed(3)));
         item.append(el("h3", {}, hit.question), el("p", { class: "answer" }, hit.answer), meta);
+        if (FEEDBACK) item.append(feedbackRow(body.query, hit, body));
         list.append(item);
       });
     }

@@ -1,0 +1,377 @@
+"""The FAQ editors' workbench: ``/admin`` (a page in Chinese) and its JSON endpoints under ``/admin/api``.
+
+Editors log in with the admin token (``POST /admin/login``): the token becomes a signed session
+cookie (HttpOnly, SameSite=Strict, path /admin), never part of a URL. The JSON endpoints take that
+session, or the bearer token itself. A POST with the session must carry ``X-Requested-With:
+workbench``: a page on another site cannot send that header without a CORS preflight this
+service never allows, so the cookie alone cannot be used against it.
+
+What editors do here: see unmatched queries and 没帮助 feedback grouped with their
+near-duplicates; add a group as paraphrases or negatives of an entry, or note it as a candidate
+for a new entry (the corpus files change at once, atomically, with a backup); see what is
+pending (the corpus against the served index); rebuild and publish in the background, through
+the publish gate, and watch it (:class:`PublishJob`).
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import numpy as np
+from flask import Blueprint, abort, current_app, jsonify, make_response, request, session
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..corpus import MAX_LABEL_CHARS, load_corpus
+from ..editing import (MAX_DISTINCT_QUERIES, EditOutcome, add_candidates, add_examples, group_items, inbox_items,
+                       known_texts, pending_changes, read_candidates, read_log, workbench_dir)
+from ..errors import CorpusError, RetrieverError
+from ..files import write_text_atomic
+from ..gate import GateRefused, publish_gate
+from ..pipeline import build_from_corpus, default_labelled_path
+from ..search import Searcher
+from ..store import MANIFEST, rollback
+from .admin import GUESSES, FailedGuesses
+from .errors import ApiError, error_response
+from .parsing import json_body
+from .reload import ReloadRefused
+from .state import EXTENSION, serving, state
+
+log = logging.getLogger(__name__)
+bp = Blueprint("workbench", __name__)
+WORKBENCH = "retriever_workbench"  # app.extensions key: the vector cache
+SESSION_KEY = "editor"
+CSRF_HEADER, CSRF_VALUE = "X-Requested-With", "workbench"
+SESSION_HOURS = 8
+MAX_GROUPS = 50
+MAX_TEXTS = 50  # texts one assignment may add
+CLOSEST = 3
+MAX_CACHED_VECTORS = 5000
+SKIPPED = {"already_there": "条目中已有", "is_paraphrase": "已是该条目的相似问题，不能再作负例",
+           "is_negative": "已是该条目的负例，不能再作相似问题", "already_candidate": "已在候选中"}
+STAGES = (("corpus", "检查语料"), ("build", "生成向量并校准"), ("gate", "发布检查"), ("reload", "上线"))
+
+
+@bp.record_once
+def _configure(setup) -> None:
+    app = setup.app
+    config = app.extensions[EXTENSION].config
+    app.secret_key = config.secret or secrets.token_urlsafe(32)
+    app.config.update(SESSION_COOKIE_NAME="retriever_workbench", SESSION_COOKIE_HTTPONLY=True,
+                      SESSION_COOKIE_SAMESITE="Strict", SESSION_COOKIE_PATH="/admin",
+                      PERMANENT_SESSION_LIFETIME=timedelta(hours=SESSION_HOURS))
+    app.extensions[WORKBENCH] = {"vectors": {}, "lock": threading.Lock()}
+
+
+# --- who may: the token, once at login or as a bearer --------------------------------------------
+
+
+def _token_mark(token: str) -> str:
+    """What the session holds: a keyed digest of the token (a new token ends every session)."""
+    return hmac.new(current_app.secret_key.encode(), token.encode(), hashlib.sha256).hexdigest()
+
+
+def _check_token(supplied: str) -> None:
+    """Accept the admin token; count wrong ones per client (429 past the limit, even for a right one)."""
+    token = state().config.admin_token
+    if not token:
+        raise ApiError(403, "admin_disabled", "工作台未开启：请设置 RETRIEVER_ADMIN_TOKEN")
+    guesses = current_app.extensions.setdefault(GUESSES, FailedGuesses())
+    client, now = request.remote_addr or "", time.monotonic()
+    wait = guesses.retry_after(client, now)
+    if wait:
+        abort(make_response(error_response(429, "too_many_attempts", f"令牌错误次数过多，请 {wait} 秒后再试",
+                                           {"Retry-After": str(wait)})))
+    if not hmac.compare_digest(supplied.encode("utf-8", "replace"), token.encode()):
+        guesses.record(client, now)
+        raise ApiError(401, "wrong_token", "管理令牌不正确")
+
+
+def _require_editor() -> None:
+    if not state().config.admin_token:
+        raise ApiError(403, "admin_disabled", "工作台未开启：请设置 RETRIEVER_ADMIN_TOKEN")
+    authorization = request.headers.get("Authorization", "")
+    if authorization:
+        scheme, _, supplied = authorization.partition(" ")
+        if scheme != "Bearer":
+            raise ApiError(401, "unauthorized", "请使用 'Authorization: Bearer <令牌>' 或先登录")
+        _check_token(supplied)
+        return
+    mark = session.get(SESSION_KEY)
+    if not isinstance(mark, str) or not hmac.compare_digest(mark, _token_mark(state().config.admin_token)):
+        raise ApiError(401, "login_required", "请先登录工作台")
+    if request.method == "POST" and request.headers.get(CSRF_HEADER) != CSRF_VALUE:
+        raise ApiError(403, "missing_csrf_header", f"工作台的请求需要请求头 {CSRF_HEADER}: {CSRF_VALUE}")
+
+
+def _corpus() -> Path:
+    folder = state().config.corpus_dir
+    if not folder:
+        raise ApiError(409, "no_corpus", "服务没有配置语料文件夹：启动时设置 RETRIEVER_CORPUS 或 serve --corpus")
+    return Path(folder)
+
+
+# --- pages and session ---------------------------------------------------------------------------
+
+
+@bp.get("/admin")
+def workbench_page():
+    """The workbench page (it holds no data: its script asks the JSON endpoints)."""
+    return current_app.send_static_file("workbench.html")
+
+
+@bp.post("/admin/login")
+def login():
+    """Exchange the admin token for a session cookie."""
+    if request.headers.get(CSRF_HEADER) != CSRF_VALUE:
+        raise ApiError(403, "missing_csrf_header", f"请求需要请求头 {CSRF_HEADER}: {CSRF_VALUE}")
+    body = json_body(state().config.max_body_bytes)
+    if not isinstance(body.get("token"), str) or not body["token"]:
+        raise ApiError(400, "missing_token", "请输入管理令牌")
+    _check_token(body["token"])
+    session.clear()
+    session.permanent = True
+    session[SESSION_KEY] = _token_mark(body["token"])
+    return jsonify({"editor": True})
+
+
+@bp.post("/admin/logout")
+def logout():
+    """End the session."""
+    session.clear()
+    return jsonify({"editor": False})
+
+
+@bp.get("/admin/api/session")
+def session_info():
+    """Whether this browser is logged in, and what the workbench can do here."""
+    config = state().config
+    mark = session.get(SESSION_KEY)
+    editor = bool(config.admin_token and isinstance(mark, str) and
+                  hmac.compare_digest(mark, _token_mark(config.admin_token)))
+    return jsonify({"editor": editor, "enabled": bool(config.admin_token), "corpus": bool(config.corpus_dir),
+                    "publish": state().holder.index_root is not None})
+
+
+# --- groups of unmatched and unhelpful queries ---------------------------------------------------
+
+
+def _vectors(searcher: Searcher, texts: list[str]) -> np.ndarray:
+    """Query vectors of normalised ``texts``, each embedded once per process (the inbox changes slowly)."""
+    cache = current_app.extensions[WORKBENCH]
+    with cache["lock"]:
+        known = cache["vectors"].setdefault(searcher.encoder.name, {})
+        missing = [t for t in dict.fromkeys(texts) if t not in known]
+    fresh = dict(zip(missing, searcher.encoder.encode_queries(missing))) if missing else {}
+    with cache["lock"]:
+        rows = [fresh[t] if t in fresh else known[t] for t in texts]
+        if len(known) + len(fresh) > MAX_CACHED_VECTORS:
+            known.clear()
+        known.update(fresh)
+    return np.stack(rows) if rows else np.empty((0, searcher.encoder.dim), dtype=np.float32)
+
+
+def _inbox(corpus: Path):
+    config = state().config
+    try:
+        entries = load_corpus(corpus)
+    except CorpusError as exc:
+        raise ApiError(409, "corpus_invalid", f"语料有错误，请先修正：{exc}") from None
+    known = known_texts(entries, read_candidates(corpus))
+    return entries, inbox_items(read_log(config.unmatched_log), read_log(config.feedback_log), known)
+
+
+@bp.get("/admin/api/groups")
+def groups():
+    """Unmatched queries and 没帮助 feedback, near-duplicates grouped, with the entries each group came closest to."""
+    _require_editor()
+    searcher, corpus = serving(), _corpus()
+    entries, items = _inbox(corpus)
+    items = items[:MAX_DISTINCT_QUERIES]
+    found = group_items(items, _vectors(searcher, [i.norm for i in items]))[:MAX_GROUPS]
+    nearest = searcher.search_many([g.items[0].text for g in found], CLOSEST) if found else []
+    config = state().config
+    return jsonify({
+        "groups": [{"id": hashlib.sha256(g.items[0].norm.encode()).hexdigest()[:12], "count": g.count,
+                    "texts": [i.to_dict() for i in g.items],
+                    "closest": [{"faq_id": h.faq_id, "question": h.question, "score": round(h.score, 4)}
+                                for h in result.hits]} for g, result in zip(found, nearest)],
+        "entries": [{"id": e.id, "question": e.question} for e in entries],
+        "sources": {"unmatched_log": bool(config.unmatched_log), "feedback_log": bool(config.feedback_log)},
+        "served_version": searcher.version,
+    })
+
+
+class Assignment(BaseModel):
+    """One click on a group: add its texts as paraphrases or negatives of an entry, or note them as a candidate."""
+
+    model_config = ConfigDict(extra="forbid")
+    action: Literal["paraphrase", "negative", "candidate"]
+    faq_id: str | None = Field(None, min_length=1, max_length=MAX_LABEL_CHARS)
+    texts: list[str] = Field(min_length=1, max_length=MAX_TEXTS)
+
+
+def _outcome(outcome: EditOutcome, corpus: Path) -> dict[str, Any]:
+    return {"changed": str(outcome.path.relative_to(corpus)) if outcome.added else None,
+            "backup": str(outcome.backup.relative_to(corpus)) if outcome.backup else None,
+            "added": list(outcome.added),
+            "skipped": [{"text": text, "reason": SKIPPED.get(why, why)} for text, why in outcome.skipped]}
+
+
+@bp.post("/admin/api/assign")
+def assign():
+    """Apply one assignment to the corpus files (atomically, with a backup of what was replaced)."""
+    _require_editor()
+    corpus = _corpus()
+    try:
+        assignment = Assignment.model_validate(json_body(state().config.max_body_bytes), strict=True)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        raise ApiError(400, "invalid_assignment", f"{'.'.join(map(str, error['loc'])) or 'body'}: {error['msg']}"
+                       ) from None
+    try:
+        if assignment.action == "candidate":
+            _, items = _inbox(corpus)
+            counts = {i.text: i.count for i in items}
+            outcome = add_candidates(corpus, assignment.texts, counts)
+        elif not assignment.faq_id:
+            raise ApiError(400, "missing_faq_id", "请选择条目")
+        else:
+            outcome = add_examples(corpus, assignment.faq_id, assignment.action, assignment.texts)
+    except CorpusError as exc:
+        raise ApiError(409, "edit_refused", f"修改未保存：{exc}") from None
+    log.info("workbench: %s %s -> %s: added %s", assignment.action, assignment.faq_id or "", outcome.path,
+             list(outcome.added))
+    return jsonify(_outcome(outcome, corpus))
+
+
+@bp.get("/admin/api/pending")
+def pending():
+    """What publishing would change: the corpus against the served index, and the candidates noted."""
+    _require_editor()
+    searcher, corpus = serving(), _corpus()
+    try:
+        changes, problem = pending_changes(load_corpus(corpus), searcher.index.entries), None
+    except CorpusError as exc:
+        changes, problem = [], f"语料有错误，发布前请先修正：{exc}"
+    return jsonify({"changes": changes, "candidates": read_candidates(corpus), "corpus_error": problem,
+                    "served_version": searcher.version})
+
+
+# --- rebuild and publish -------------------------------------------------------------------------
+
+
+class PublishJob:
+    """The rebuild-and-publish job of one corpus folder: one at a time, its status in a file every worker reads."""
+
+    def __init__(self, corpus: Path) -> None:
+        folder = workbench_dir(corpus)
+        self.status_path, self.lock_path = folder / "publish.json", folder / "publish.lock"
+
+    def status(self) -> dict[str, Any]:
+        try:
+            status = json.loads(self.status_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            status = {"state": "idle"}
+        if status.get("state") == "running" and not self._held():
+            status.update(state="failed", message="构建中断：服务在构建期间停止了，请重新发布")
+        return {**status, "stages": [{"id": s, "label": label} for s, label in STAGES]}
+
+    def _held(self) -> bool:
+        with open(self.lock_path, "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            return False
+
+    def _write(self, **status: Any) -> None:
+        write_text_atomic(self.status_path, json.dumps(status, ensure_ascii=False))
+
+    def start(self, work: Callable[[Callable[[str], None]], dict[str, Any]]) -> None:
+        """Run ``work(stage)`` in a background thread; 409 if a job is running already (in any worker)."""
+        handle = open(self.lock_path, "a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise ApiError(409, "publish_running", "已有一个发布正在进行，请等它结束") from None
+        started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        self._write(state="running", stage=STAGES[0][0], started_at=started)
+        threading.Thread(target=self._run, args=(handle, work, started), name="workbench-publish",
+                         daemon=True).start()
+
+    def _run(self, handle, work, started: str) -> None:
+        def stage(name: str) -> None:
+            self._write(state="running", stage=name, started_at=started)
+
+        try:
+            outcome = {"state": "done", **work(stage)}
+        except GateRefused as exc:
+            outcome = {"state": "refused", "message": "发布检查未通过，没有发布",
+                       "gate": exc.report.to_dict() if exc.report else None, "detail": str(exc)}
+        except RetrieverError as exc:
+            outcome = {"state": "failed", "message": f"发布失败，没有发布：{exc}"}
+        except Exception:  # noqa: BLE001 - the editor sees a message; the trace goes to the log
+            log.exception("workbench publish failed")
+            outcome = {"state": "failed", "message": "发布失败（内部错误，详情见服务日志），没有发布"}
+        try:
+            self._write(started_at=started, finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                        **outcome)
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
+
+
+def _publish(corpus: Path, holder, searcher: Searcher, force: bool, stage: Callable[[str], None]) -> dict[str, Any]:
+    """Build the corpus with the served model and settings, through the gate; then every worker reloads."""
+    load_corpus(corpus)  # a broken corpus fails here, with its message, before any model time
+    stage("build")
+    manifest = searcher.index.manifest
+    gate = publish_gate(holder.index_root, searcher.encoder, default_labelled_path(corpus), force=force,
+                        on_start=lambda: stage("gate"))
+    built = build_from_corpus(corpus, holder.index_root, searcher.encoder, mode=manifest.get("default_mode", "hybrid"),
+                              index_answers=manifest.get("index_answers", True), progress=False, check=gate)
+    stage("reload")
+    try:
+        reloaded = holder.reload_everywhere()
+    except ReloadRefused as exc:  # CURRENT back to what is served: never a version on disk that no one serves
+        rollback(holder.index_root, to=searcher.version)
+        raise ReloadRefused(f"新版本无法加载，已恢复为正在服务的版本 {searcher.version}：{exc.public}") from None
+    published = json.loads((built.version_dir / MANIFEST).read_text(encoding="utf-8"))
+    return {"version": reloaded["version"], "gate": published.get("publish_gate"),
+            "all_workers": reloaded.get("all_workers", True)}
+
+
+@bp.post("/admin/api/publish")
+def publish():
+    """Start rebuilding and publishing the corpus (202); poll GET for progress."""
+    _require_editor()
+    corpus, shared = _corpus(), state()
+    body = json_body(shared.config.max_body_bytes) if request.content_length else {}
+    force = body.get("force", False)
+    if not isinstance(force, bool):
+        raise ApiError(400, "invalid_force", "'force' 必须是 true 或 false")
+    if shared.holder.index_root is None:
+        raise ApiError(409, "publish_unavailable", "这个服务没有从索引文件夹启动，不能在这里发布")
+    searcher, holder = serving(), shared.holder
+    job = PublishJob(corpus)
+    job.start(lambda stage: _publish(corpus, holder, searcher, force, stage))
+    log.info("workbench: publishing %s into %s%s", corpus, holder.index_root, " (forced)" if force else "")
+    return jsonify(job.status()), 202
+
+
+@bp.get("/admin/api/publish")
+def publish_status():
+    """The publish job: state (idle, running, done, refused, failed), stage, gate result, version."""
+    _require_editor()
+    return jsonify(PublishJob(_corpus()).status())
