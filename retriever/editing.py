@@ -26,8 +26,8 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 import yaml
 
-from .corpus import (MAX_NEGATIVES, MAX_PARAPHRASES, MAX_QUESTION_CHARS, SHEET_SUFFIXES, FaqEntry, corpus_files,
-                     corpus_yaml, load_corpus)
+from .corpus import (COLUMNS, MAX_NEGATIVES, MAX_PARAPHRASES, MAX_QUESTION_CHARS, SHEET_SUFFIXES, FaqEntry,
+                     corpus_files, corpus_yaml, export_sheet, load_corpus, read_sheet)
 from .errors import CorpusError
 from .files import write_bytes_atomic
 from .normalize import normalize, remove_invisible
@@ -203,8 +203,6 @@ def _reads_back(data: bytes, path: Path, corpus: Path, expected: list[FaqEntry])
 
 
 def _checked_sheet(path: Path, corpus: Path, expected: list[FaqEntry]) -> bytes:
-    from .spreadsheet import COLUMNS, export_sheet, read_sheet
-
     chinese = {column.chinese for column in COLUMNS}
     headers = "zh" if chinese & set(read_sheet(path).headers) else "en"
     trial = workbench_dir(corpus) / f"sheet{path.suffix}"

@@ -8,11 +8,12 @@ PACKAGE = Path(__file__).resolve().parent.parent / "retriever"
 # The README's "Where things live", top to bottom: a module may import its own row and the rows above.
 LAYERS = [
     {"errors", "files", "config", "version"},
-    {"normalize", "corpus", "spreadsheet"},
+    {"normalize", "corpus"},
     {"encoders"},
-    {"lexical", "scoring", "results"},
+    {"lexical", "scoring", "results", "filters", "judge"},
     {"store"},
-    {"search", "judge", "judge_features", "evaluation", "evaluation_report", "pipeline", "cascade"},
+    {"search", "judge_training", "evaluation", "evaluation_report", "pipeline", "cascade", "gate",
+     "editing", "reload", "registry"},
     {"batch"},
     {"integrations"},
     {"http"},

@@ -7,7 +7,8 @@ import yaml
 from hypothesis import given, settings, strategies as st
 
 from conftest import SEED_CORPUS, SEED_RAW
-from retriever.corpus import _yaml_scalar, corpus_checksum, corpus_yaml, load_corpus
+from retriever.corpus import corpus_checksum, corpus_yaml, load_corpus
+from retriever.corpus.yaml_text import _yaml_scalar
 from retriever.errors import CorpusError
 from retriever.normalize import normalize
 

@@ -13,7 +13,7 @@ from conftest import SEED_CORPUS
 from retriever.cli import main
 from retriever.corpus import FaqEntry, corpus_checksum, corpus_yaml, load_corpus
 from retriever.errors import CorpusError
-from retriever.spreadsheet import export_sheet, generated_id, import_sheet, import_to_corpus
+from retriever.corpus import export_sheet, generated_id, import_sheet, import_to_corpus
 
 EN = ["id", "question", "paraphrases", "answer", "category", "tags", "negatives"]
 ZH = ["编号", "标准问题", "相似问题", "答案", "分类", "标签", "负例"]

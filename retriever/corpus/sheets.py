@@ -30,10 +30,11 @@ from typing import Any, Iterable
 
 from tqdm.auto import tqdm
 
-from .corpus import SHEET_SUFFIXES, EntryError, FaqEntry, corpus_files, corpus_yaml, load_corpus, parse_entry
-from .errors import CorpusError
-from .files import write_bytes_atomic
-from .normalize import remove_invisible
+from ..errors import CorpusError
+from ..files import write_bytes_atomic
+from ..normalize import remove_invisible
+from .layout import SHEET_SUFFIXES
+from .schema import EntryError, FaqEntry, parse_entry
 
 
 @dataclass(frozen=True)
@@ -53,8 +54,6 @@ HEADER_LANGUAGES = ("en", "zh")
 _FIELD_BY_HEADER = {name: c.field for c in COLUMNS for name in (c.english, c.chinese)}
 _LIST_SEPARATORS = re.compile("[;；]")
 _XLSX_ERROR = "not an Excel workbook (.xlsx) that can be read"
-
-
 @dataclass(frozen=True)
 class Problem:
     """Why a row cannot be imported; ``column`` is empty when the row as a whole is at fault."""
@@ -98,14 +97,6 @@ class ImportResult:
         return [problem for _, problems in self.rejected for problem in problems]
 
 
-@dataclass(frozen=True)
-class ImportOutcome:
-    target: Path
-    replaced: bool  # the target existed before
-    result: ImportResult
-    rejects_path: Path | None  # written only when rows were skipped
-
-
 def generated_id(question: str) -> str:
     """A stable id from the question text: equal for texts that differ only in width, spacing or invisible characters.
 
@@ -114,9 +105,6 @@ def generated_id(question: str) -> str:
     """
     canonical = " ".join(unicodedata.normalize("NFKC", remove_invisible(question)).split())
     return "q-" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:12]
-
-
-# --- reading -------------------------------------------------------------------------------------
 
 
 def read_sheet(path: str | Path) -> Sheet:
@@ -173,8 +161,6 @@ def _header_help() -> str:
 
 # Rows as read: (row number, cell texts, [(0-based column, problem)]).
 _Table = list[tuple[int, tuple[str | None, ...], list[tuple[int, str]]]]
-
-
 def _xlsx_table(path: Path) -> tuple[str, _Table]:
     import openpyxl  # here: only sheets need it
     from openpyxl.utils.exceptions import InvalidFileException
@@ -293,9 +279,6 @@ def _column_letter(index: int) -> str:
     return letters
 
 
-# --- rows to entries -----------------------------------------------------------------------------
-
-
 def import_sheet(path: str | Path, progress: bool = False) -> ImportResult:
     """Every data row of the sheet at ``path`` validated as a corpus entry; nothing is written."""
     return entries_from_sheet(read_sheet(path), progress=progress)
@@ -391,84 +374,6 @@ def rejects_csv(result: ImportResult) -> str:
     return "\ufeff" + buffer.getvalue()
 
 
-# --- import and export as the command line does them ---------------------------------------------
-
-
-def import_to_corpus(source: str | Path, out: str | Path, *, skip_bad: bool = False,
-                     rejects: str | Path | None = None, progress: bool = False) -> ImportOutcome:
-    """Import a sheet into a corpus YAML file (``out`` is a folder, or a .yaml file to replace).
-
-    Nothing is written unless every row is good; with ``skip_bad`` the good rows are and the others
-    go to ``rejects`` (default: ``SOURCE_STEM.rejects.csv`` beside the source).
-    """
-    source, out = Path(source), Path(out)
-    target = _import_target(source, out)
-    rejects_path = Path(rejects) if rejects else source.with_name(f"{source.stem}.rejects.csv")
-    result = import_sheet(source, progress=progress)
-    if not result.sheet.rows:
-        raise CorpusError(f"{source}: no rows below the header; nothing to import")
-    if result.rejected and not skip_bad:
-        raise CorpusError(problems_message(result, "Nothing was written. Fix them and import again, or pass "
-                                                   "--skip-bad to import the other rows and list these in a rejects file."))
-    _refuse_id_clashes(target, source, result.entries)
-    if result.rejected:
-        if rejects_path.suffix.lower() in SHEET_SUFFIXES and \
-                target.parent.resolve() in rejects_path.resolve().parents:
-            raise CorpusError(f"{rejects_path}: the rejects file would be in the corpus folder {target.parent}, where "
-                              f"a build reads every .csv; pass --rejects with a path outside it. Nothing was written")
-        _write(rejects_path, rejects_csv(result).encode("utf-8"))
-        if not result.entries:
-            raise CorpusError(f"{source}: none of its {len(result.rejected)} rows can be imported; why is in "
-                              f"{rejects_path}; no corpus file was written")
-    replaced = target.exists()
-    sheet = f" (sheet '{result.sheet.name}')" if result.sheet.name else ""
-    comment = (f"Imported from {source.name}{sheet} by `python -m retriever corpus import`.\n"
-               f"Edit the sheet and import it again, or edit this file (`corpus export` gives a sheet back).")
-    _write(target, corpus_yaml(list(result.entries), comment=comment).encode("utf-8"))
-    return ImportOutcome(target, replaced, result, rejects_path if result.rejected else None)
-
-
-def _import_target(source: Path, out: Path) -> Path:
-    if out.suffix.lower() in (".yaml", ".yml"):
-        return out
-    if out.exists() and not out.is_dir():
-        raise CorpusError(f"{out}: --out must be a folder or a .yaml file")
-    return out / f"{source.stem}.yaml"
-
-
-def _refuse_id_clashes(target: Path, source: Path, entries: Iterable[FaqEntry]) -> None:
-    """Refuse an import whose ids another corpus file of the target folder defines: the folder would not build."""
-    try:
-        files = corpus_files(target.parent) if target.parent.is_dir() else []
-    except CorpusError:
-        return
-    ids = {entry.id for entry in entries}
-    for file in files:
-        if file.resolve() == target.resolve():
-            continue
-        try:
-            clash = sorted(ids & {entry.id for entry in load_corpus(file)})
-        except CorpusError:
-            continue  # that file's own problems are the build's to report
-        if not clash:
-            continue
-        if file.resolve() == source.resolve():
-            raise CorpusError(f"{source} is itself in the corpus folder {target.parent}, and a build reads it directly: "
-                              f"no import is needed (or move the sheet out of that folder)")
-        shown = ", ".join(f"'{i}'" for i in clash[:5]) + (f" and {len(clash) - 5} more" if len(clash) > 5 else "")
-        fix = (f"to replace that file, pass --out {file}" if file.suffix.lower() in (".yaml", ".yml")
-               else "move one of them out of the folder")
-        raise CorpusError(f"{file} already defines {shown}: with {target.name} beside it, {target.parent} would not "
-                          f"build (duplicate ids); {fix}. Nothing was written")
-
-
-def export_corpus(corpus: str | Path, out: str | Path, headers: str = "en") -> list[FaqEntry]:
-    """Write the corpus at ``corpus`` to the sheet ``out`` (.xlsx or .csv); returns the entries written."""
-    entries = load_corpus(corpus)
-    export_sheet(entries, out, headers=headers)
-    return entries
-
-
 def export_sheet(entries: list[FaqEntry], path: str | Path, headers: str = "en") -> None:
     """One row per entry, atomically, headers in English (``en``) or Chinese (``zh``)."""
     path = Path(path)
@@ -484,12 +389,12 @@ def export_sheet(entries: list[FaqEntry], path: str | Path, headers: str = "en")
         writer = csv.writer(buffer, lineterminator="\r\n")
         writer.writerow(header)
         writer.writerows(rows)
-        _write(path, ("\ufeff" + buffer.getvalue()).encode("utf-8"))  # the BOM makes Excel read UTF-8
+        write_output(path, ("\ufeff" + buffer.getvalue()).encode("utf-8"))  # the BOM makes Excel read UTF-8
     else:
-        _write(path, _xlsx_bytes(header, rows, entries))
+        write_output(path, _xlsx_bytes(header, rows, entries))
 
 
-def _write(path: Path, data: bytes) -> None:
+def write_output(path: Path, data: bytes) -> None:
     """Atomically, creating the folder; a failure is a message, not a trace."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -514,8 +419,6 @@ def _entry_cells(entry: FaqEntry) -> list[str]:
 
 _COLUMN_WIDTHS = {"id": 14, "question": 40, "paraphrases": 40, "answer": 60, "category": 12, "tags": 16,
                   "negatives": 30}
-
-
 def _xlsx_bytes(header: list[str], rows: list[list[str]], entries: list[FaqEntry]) -> bytes:
     import openpyxl
     from openpyxl.cell import WriteOnlyCell

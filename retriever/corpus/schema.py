@@ -1,0 +1,168 @@
+"""The FAQ entry: its fields, their limits, validation of a raw entry, and the corpus checksum.
+
+An entry is ``id``, ``question``, ``paraphrases``, ``answer`` and optional ``category``, ``tags``
+and ``negatives`` (look-alike questions it must not answer). Text is bounded
+(:data:`MAX_QUESTION_CHARS`, :data:`MAX_ANSWER_CHARS`, ...): one 5 MB answer used to keep a build
+busy for minutes without a word.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..errors import CorpusError
+from ..normalize import normalize, remove_invisible
+
+_REQUIRED = ("id", "question", "answer")
+_KNOWN = {"id", "question", "paraphrases", "answer", "category", "tags", "negatives"}
+
+# A question, paraphrase or negative is matched like a query: same bound as RETRIEVER_MAX_QUERY_CHARS' default.
+MAX_QUESTION_CHARS = 500
+# Answers are shown, and embedded as passages (the model reads the first ~512 tokens only).
+MAX_ANSWER_CHARS = 20_000
+MAX_LABEL_CHARS = 100  # an id, a category, a tag
+MAX_PARAPHRASES = 200
+MAX_NEGATIVES = 200
+MAX_TAGS = 50
+_MAX_CHARS = {"question": MAX_QUESTION_CHARS, "paraphrases": MAX_QUESTION_CHARS, "negatives": MAX_QUESTION_CHARS,
+              "answer": MAX_ANSWER_CHARS, "tags": MAX_LABEL_CHARS}
+_MAX_ITEMS = {"paraphrases": MAX_PARAPHRASES, "negatives": MAX_NEGATIVES, "tags": MAX_TAGS}
+
+
+class EntryError(CorpusError):
+    """One entry breaks the schema; ``field`` names the field at fault (None: the entry as a whole)."""
+
+    def __init__(self, where: str, problem: str, field: str | None = None):
+        super().__init__(f"{where}: {problem}")
+        self.problem = problem
+        self.field = field
+
+
+@dataclass(frozen=True)
+class FaqEntry:
+    id: str
+    question: str
+    answer: str
+    paraphrases: tuple[str, ...] = ()
+    category: str | None = None
+    tags: tuple[str, ...] = ()
+    # Questions that look like this entry but must not be answered by it (二级建造师 for a 一级建造师 entry).
+    negatives: tuple[str, ...] = ()
+    source: str = field(default="", compare=False)
+
+    def to_record(self) -> dict[str, Any]:
+        """The entry as stored in an index (no ``source``)."""
+        record = asdict(self)
+        record.pop("source")
+        record["paraphrases"] = list(self.paraphrases)
+        record["tags"] = list(self.tags)
+        record["negatives"] = list(self.negatives)
+        if not self.negatives:
+            record.pop("negatives")  # corpora without negatives keep the checksum they had
+        return record
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> "FaqEntry":
+        return cls(
+            id=record["id"],
+            question=record["question"],
+            answer=record["answer"],
+            paraphrases=tuple(record.get("paraphrases") or ()),
+            category=record.get("category"),
+            tags=tuple(record.get("tags") or ()),
+            negatives=tuple(record.get("negatives") or ()),
+        )
+
+
+def _text(raw: dict, key: str, where: str) -> str:
+    value = raw.get(key)
+    if not isinstance(value, str):
+        kind = "missing" if value is None else f"not a string ({type(value).__name__})"
+        raise EntryError(where, f"'{key}' is {kind}", key)
+    if not _check_text(value, f"'{key}'", _MAX_CHARS[key], where, key):
+        raise EntryError(where, f"'{key}' is empty", key)
+    return value.strip()
+
+
+def _text_list(raw: dict, key: str, where: str) -> tuple[str, ...]:
+    values = raw.get(key)
+    if values is None:
+        return ()
+    if not isinstance(values, list):
+        raise EntryError(where, f"'{key}' must be a list of strings", key)
+    if len(values) > _MAX_ITEMS[key]:
+        raise EntryError(where, f"'{key}' has {len(values):,} items; at most {_MAX_ITEMS[key]:,} are allowed", key)
+    out = []
+    for i, value in enumerate(values, start=1):
+        if not isinstance(value, str) or not _check_text(value, f"'{key}' item {i}", _MAX_CHARS[key], where, key):
+            raise EntryError(where, f"'{key}' item {i} is empty or not a string", key)
+        out.append(value.strip())
+    return tuple(out)
+
+
+def _check_text(value: str, what: str, limit: int, where: str, key: str) -> str:
+    """``normalize(value)``; refuse text that is too long (checked first: bounds all later work) or not Unicode."""
+    if len(value) > limit:
+        raise EntryError(where, f"{what} is {len(value):,} characters long; at most {limit:,} are allowed"
+                                f"{_LIMIT_HINTS.get(key, '')}", key)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise EntryError(where, f"{what} is not Unicode text: it holds an unpaired surrogate "
+                                f"(U+{ord(value[exc.start]):04X}) at character {exc.start + 1}", key) from None
+    normalised = normalize(value)
+    if len(normalised) > limit:  # NFKC expands some characters (㌀ -> アパート)
+        raise EntryError(where, f"{what} is {len(normalised):,} characters long once normalised; at most {limit:,} "
+                                f"are allowed", key)
+    return normalised
+
+
+_LIMIT_HINTS = {"question": " (questions are matched like queries: keep them short)",
+                "answer": " (put long material on a page and link to it)"}
+
+
+def _category(raw: dict, where: str) -> str | None:
+    category = raw.get("category")
+    if category is None:
+        return None
+    if not isinstance(category, str):
+        raise EntryError(where, "'category' must be a string", "category")
+    _check_text(category, "'category'", MAX_LABEL_CHARS, where, "category")
+    return category.strip() or None  # a blank category is no category (a spreadsheet cannot tell them apart)
+
+
+def parse_entry(raw: Any, where: str) -> FaqEntry:
+    """Validate one raw entry; ``where`` names it in error messages."""
+    if not isinstance(raw, dict):
+        raise EntryError(where, f"an entry must be a mapping with {', '.join(_REQUIRED)}")
+    entry_id = raw.get("id")
+    if isinstance(entry_id, str):
+        _check_text(entry_id, "'id'", MAX_LABEL_CHARS, where, "id")
+        # Invisible characters would make 'a1' and 'a1\u200b' two different ids that look the same.
+        entry_id = remove_invisible(entry_id).strip()
+        if entry_id:
+            where = f"{where} (id '{entry_id}')"
+    unknown = sorted(set(raw) - _KNOWN, key=repr)
+    if unknown:
+        raise EntryError(where, f"unknown field(s) {', '.join(map(repr, unknown))}; "
+                                f"allowed: {', '.join(sorted(_KNOWN))}")
+    if not isinstance(entry_id, str) or not entry_id:
+        raise EntryError(where, "'id' is missing or not a non-empty string (quote numeric ids)", "id")
+    return FaqEntry(
+        id=entry_id,
+        question=_text(raw, "question", where),
+        answer=_text(raw, "answer", where),
+        paraphrases=_text_list(raw, "paraphrases", where),
+        category=_category(raw, where),
+        tags=_text_list(raw, "tags", where),
+        negatives=_text_list(raw, "negatives", where),
+        source=where,
+    )
+
+
+def corpus_checksum(entries: list[FaqEntry]) -> str:
+    """SHA-256 of the entries' content: equal for equal content, whatever the file layout."""
+    canonical = json.dumps([e.to_record() for e in entries], ensure_ascii=False, sort_keys=True)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
