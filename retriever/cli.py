@@ -15,9 +15,10 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from .errors import RetrieverError
+from .config import DEFAULT_TOP_K, MAX_TOP_K, parse_number
+from .errors import IndexLoadError, RetrieverError
 from .scoring import DEFAULT_MODE, MODES
-from .http.server import ServerSettings
+from .http.server import WORKER_CLASSES, ServerSettings
 
 log = logging.getLogger("retriever")
 
@@ -40,12 +41,15 @@ def _load_searcher(args: argparse.Namespace):
 
 def cmd_build(args: argparse.Namespace) -> int:
     from .encoders import load_encoder
-    from .pipeline import build_from_corpus
+    from .gate import publish_gate
+    from .pipeline import build_from_corpus, default_labelled_path
 
     encoder = load_encoder(args.model)
+    # A version that answers the labelled queries worse than the served one is refused (retriever/gate.py).
+    gate = publish_gate(args.out, encoder, args.labelled or default_labelled_path(args.corpus), force=args.force)
     outcome = build_from_corpus(args.corpus, args.out, encoder, mode=args.mode, index_answers=not args.no_answers,
                                 labelled_path=args.labelled, if_stale=args.if_stale, batch_size=args.batch_size,
-                                keep_versions=args.keep_versions, progress=not args.quiet)
+                                keep_versions=args.keep_versions, progress=not args.quiet, check=gate)
     if outcome.version_dir is None:
         print(f"index at {args.out} is up to date ({outcome.entries} entries, model {encoder.name})")
         return 0
@@ -60,6 +64,17 @@ def cmd_build(args: argparse.Namespace) -> int:
               f"{calibration['out_of_domain_caught']:.0%}, in-domain refused {calibration['in_domain_refused']:.0%}")
     else:
         print("not calibrated (no labelled queries): decisions are never no_match")
+    judge = manifest.get("judge")
+    if judge:
+        print(f"judge trained in {judge['seconds']} s on {sum(judge['rounds'].values())} rounds: no_match under "
+              f"confidence {judge['threshold']}, held-out top-1 {judge['held_out_top1_by_judge']} by the judge, "
+              f"{judge['held_out_top1_by_score']} by score (reorders: {'yes' if judge['reorder'] else 'no'})")
+    checked = manifest.get("publish_gate", {})
+    if checked.get("forced"):
+        print(f"publish gate overridden with --force (recorded in the manifest): "
+              f"{'; '.join(checked.get('reasons') or [checked.get('refusal', '')])}")
+    elif checked.get("summary"):
+        print(f"publish gate passed: {checked['summary']}")
     return 0
 
 
@@ -78,11 +93,23 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluation import read_labelled, report, run
+    from .evaluation import decision_metrics, read_labelled, report, run
+    from .evaluation_report import write_decision_report
+    from .normalize import normalize
+    from .search import JUDGED_MODE
 
     searcher = _load_searcher(args)
     labelled = read_labelled(args.queries, {e.id for e in searcher.index.entries})
     result = report(run(searcher, labelled, progress=not args.json))
+    if searcher.judge is not None and searcher.mode == JUDGED_MODE:  # the old decision beside the new one
+        result["decisions"] = {"score threshold": decision_metrics(run(searcher.without_judge(), labelled,
+                                                                       progress=not args.json)),
+                               "judge": result["decisions"]}
+    else:
+        result["decisions"] = {"score threshold": result["decisions"]}
+    seen = {text for _, text in searcher.index.labelled} & {normalize(q.query) for q in labelled}
+    if args.report:
+        write_decision_report(args.report, result["decisions"], title=f"{args.queries}: answer decisions")
     if args.json:
         print(json.dumps({"mode": searcher.mode, "index_version": searcher.version, **result}, indent=2))
         return 0
@@ -110,6 +137,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     stored = searcher.calibration()
     if stored:
         print(f"stored in the index: threshold {stored['threshold']}, ambiguity margin {stored['ambiguity_margin']}")
+    print("\nanswer decisions (shares of all queries; refused when absent: of those no entry answers):")
+    print("| decision | answered right | confident wrong | refused when absent | ambiguous | ECE |")
+    print("|---|---|---|---|---|---|")
+    for name, rates in result["decisions"].items():
+        ece = "-" if rates["ece"] is None else f"{rates['ece']:.3f}"
+        print(f"| {name} | {rates['answered_right']:.1%} | {rates['confident_wrong']:.1%} "
+              f"| {rates['refused_when_absent']:.1%} | {rates['ambiguous']:.1%} | {ece} |")
+    if seen:
+        print(f"note: {len(seen)} of these queries were given to the build (labelled queries): the judge has seen "
+              f"them, so its figures are in-sample; measure on queries kept apart")
+    if args.report:
+        print(f"report: {args.report}")
     return 0
 
 
@@ -118,18 +157,34 @@ def cmd_classify(args: argparse.Namespace) -> int:
     from .config import ServiceConfig
     from .batch.report import write_report
 
-    searcher = _load_searcher(args)
     out = args.out
     rejects = args.rejects or rejects_path_for(Path(out))
+    misplaced = args.resume if args.engine == "ray" else args.ray_address or args.actors
+    if misplaced:
+        print("error: --ray-address and --actors go with --engine ray; --resume with the local engine",
+              file=sys.stderr)
+        return 2
     interrupted = checkpoint_path_for(Path(out)).is_file()
     if interrupted and not args.resume:
         print(f"note: an interrupted run of {out} is discarded; pass --resume to continue it", file=sys.stderr)
     elif args.resume and not interrupted:
         print(f"note: no interrupted run of {out} to resume; starting from the first row", file=sys.stderr)
-    summary = classify_file(searcher, args.input, out, input_format=args.format, id_column=args.id_column or None,
-                            text_column=args.text_column, rejects=rejects, threshold=args.threshold,
-                            batch_size=args.batch_size, max_chars=ServiceConfig.from_env().max_query_chars,
-                            resume=args.resume, progress=not args.quiet)
+    if args.engine == "ray":
+        from .batch.ray_engine import classify_on_ray
+
+        summary, calibration = classify_on_ray(
+            args.index, args.input, out, model=args.model, mode=args.mode, input_format=args.format,
+            id_column=args.id_column, text_column=args.text_column, rejects=rejects, threshold=args.threshold,
+            batch_size=args.batch_size, max_chars=ServiceConfig.from_env().max_query_chars, address=args.ray_address,
+            actors=args.actors, progress=not args.quiet)
+    else:
+        searcher = _load_searcher(args)
+        summary = classify_file(searcher, args.input, out, input_format=args.format,
+                                id_column=args.id_column or None, text_column=args.text_column, rejects=rejects,
+                                threshold=args.threshold, batch_size=args.batch_size,
+                                max_chars=ServiceConfig.from_env().max_query_chars, resume=args.resume,
+                                progress=not args.quiet)
+        calibration = searcher.calibration()
     if summary.resumed_from:
         print(f"resumed after row {summary.resumed_from}")
     decisions = summary.decisions
@@ -137,43 +192,137 @@ def cmd_classify(args: argparse.Namespace) -> int:
           f"{decisions['ambiguous']} ambiguous, {decisions['no_match']} no_match) -> {out}; "
           f"{summary.rejected} rejected -> {rejects}")
     if args.report:
-        threshold = args.threshold if args.threshold is not None else searcher.calibration().get("threshold")
-        write_report(read_output(out), args.report, title=f"Classification of {args.input}", threshold=threshold)
+        threshold = args.threshold if args.threshold is not None else calibration.get("threshold")
+        write_report(read_output(out), args.report, title=f"分类报告：{args.input}", threshold=threshold)
         print(f"report -> {args.report}")
     return 0
 
 
+def _servable_model(args: argparse.Namespace) -> str | None:
+    """Check, in the master, that some collection can be served; the model forced by --model, if any.
+
+    IndexLoadError (exit 2, one message) when no collection has a version that loads.
+    """
+    from .reload import first_servable
+    from .store import load_index
+    from .store.collections import list_collections
+
+    collections = list_collections(args.index)
+    if not collections:
+        first_servable(Path(args.index), load_index)  # says how to build one
+    problems = []
+    for name, root in collections.items():
+        try:
+            first_servable(root, load_index)
+            return args.model
+        except IndexLoadError as exc:
+            problems.append(f"collection {name}: {exc}")
+    raise IndexLoadError("; ".join(problems))
+
+
+def _with_corpus(config, corpus: str | None):
+    """The service settings with the corpus folder: --corpus, else RETRIEVER_CORPUS, else ./corpus if there."""
+    import dataclasses
+
+    corpus = corpus or config.corpus_dir or ("corpus" if Path("corpus").is_dir() else None)
+    if corpus:
+        log.info("corpus folder %s: the pages' title and messages come from its collection.yaml%s", corpus,
+                 "; the workbench (/admin) edits it" if config.admin_token else "")
+    if config.admin_token and not os.environ.get("RETRIEVER_SECRET"):
+        log.warning("RETRIEVER_SECRET is not set: workbench sessions are signed with a random secret made at "
+                    "start, so editors log in again after a restart")
+    return dataclasses.replace(config, corpus_dir=corpus)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
+    import shutil
+    import tempfile
+
     from .config import ServiceConfig
-    from .encoders import load_encoder
-    from .http.metrics import configure_access_log
-    from .http.reload import SearcherHolder
-    from .search import Searcher
+    from .encoders import EncoderCache
     from .http import create_app
+    from .http.logs import configure_access_log
+    from .reload import WorkerGroup
+    from .registry import CollectionRegistry
     from .http.server import model_threads, serve_debug, serve_gunicorn
 
-    config = ServiceConfig.from_env()
+    config = _with_corpus(ServiceConfig.from_env(), args.corpus)
     settings = ServerSettings(host=args.host, port=args.port, workers=args.workers, threads=args.threads,
-                              timeout=args.timeout)
-    model = _model_for_index(args)  # read once: every worker and reload uses the same model
+                              timeout=args.timeout, worker_class=args.worker_class)
+    # Read once: every worker and reload uses the same model. Checked here, in the master, so that
+    # an index with no servable version is one error message, not a worker crash loop.
+    model = _servable_model(args)
+    runtime = None if args.debug else Path(tempfile.mkdtemp(prefix="retriever-serve-"))  # the workers' group
 
     def make_app():
         configure_access_log()
-        encoder = load_encoder(model, threads=model_threads(settings.workers))
-        holder = SearcherHolder(args.index, lambda version_dir: Searcher.load(version_dir, encoder, mode=args.mode))
-        holder.load_initial()
-        holder.watch(config.reload_poll_seconds)
-        return create_app(holder, config)
+
+        def holder_options(name: str) -> dict:  # each collection's workers coordinate reloads on their own
+            return {"group": WorkerGroup(runtime / name, settings.workers)} if runtime else {}
+
+        # Each worker: one encoder per model, shared by the collections built with it. A collection that
+        # cannot load answers 503 and retries; collections added or removed later are picked up.
+        registry = CollectionRegistry.open(args.index, EncoderCache(model_threads(settings.workers)), model=model,
+                                           mode=args.mode, default=config.default_collection,
+                                           poll_seconds=config.reload_poll_seconds, holder_options=holder_options)
+        registry.watch()
+        return create_app(registry, config)
 
     if args.debug:
         serve_debug(make_app(), args.host, args.port)
         return 0
-    from .store import read_manifest
+    log.info("serving %s on http://%s:%d (%d %s worker(s) x %d threads)", args.index, args.host, args.port,
+             settings.workers, settings.worker_class, settings.threads)
+    master = os.getpid()
+    try:
+        serve_gunicorn(make_app, settings)
+    finally:
+        if os.getpid() == master:  # a worker exits through here too: it was forked inside serve_gunicorn
+            shutil.rmtree(runtime, ignore_errors=True)
+    return 0
 
-    read_manifest(args.index)  # fail here, with a message, rather than in every worker
-    log.info("serving %s on http://%s:%d (%d worker(s) x %d threads)", args.index, args.host, args.port,
-             settings.workers, settings.threads)
-    serve_gunicorn(make_app, settings)
+
+def cmd_mcp(args: argparse.Namespace) -> int:
+    """The MCP server over every collection of the index root: stdio, or streamable HTTP with --http."""
+    from .config import ServiceConfig
+    from .encoders import EncoderCache
+    from .integrations.mcp_server import build_server
+    from .registry import CollectionRegistry
+
+    config = ServiceConfig.from_env()
+    _servable_model(args)  # one clear error when nothing can be served
+    registry = CollectionRegistry.open(args.index, EncoderCache(), model=args.model,
+                                       default=args.collection or config.default_collection,
+                                       poll_seconds=config.reload_poll_seconds)
+    registry.watch()
+    server = build_server(registry)
+    if args.http:
+        log.info("MCP over streamable HTTP on http://%s:%d/mcp (collections: %s)", args.host, args.port,
+                 ", ".join(registry.names()))
+        server.run("streamable-http", host=args.host, port=args.port)
+    else:
+        server.run("stdio")  # stdout is the protocol: logs go to stderr
+    return 0
+
+
+def cmd_corpus(args: argparse.Namespace) -> int:
+    from .corpus import export_corpus, import_to_corpus
+
+    if args.corpus_command == "export":
+        entries = export_corpus(args.corpus, args.out, headers=args.headers)
+        print(f"exported {len(entries)} entries from {args.corpus} -> {args.out}")
+        return 0
+    if not args.quiet:
+        print(f"reading {args.file} ...", file=sys.stderr)  # a 50,000-row .xlsx takes seconds before the bar starts
+    outcome = import_to_corpus(args.file, args.out, skip_bad=args.skip_bad, rejects=args.rejects,
+                               progress=not args.quiet)
+    result = outcome.result
+    for problem in result.problems():
+        print(f"skipped {problem}", file=sys.stderr)
+    print(f"{'replaced' if outcome.replaced else 'wrote'} {outcome.target}: {len(result.entries)} entries "
+          f"from {args.file}")
+    if outcome.rejects_path:
+        print(f"{len(result.rejected)} rows rejected -> {outcome.rejects_path}")
     return 0
 
 
@@ -186,24 +335,20 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
-def _top_k(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {value!r}") from None
-    if not 1 <= number <= 50:
-        raise argparse.ArgumentTypeError(f"must be between 1 and 50: {number}")
-    return number
+def _int_range(minimum: int, maximum: int | None = None):
+    """An argparse type: an integer within the bounds, else a usage error naming them."""
+
+    def parse(value: str) -> int:
+        try:
+            return parse_number(value, int, minimum, maximum)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{value!r} {exc}") from None
+
+    return parse
 
 
-def _positive(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {value!r}") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {number}")
-    return number
+_top_k = _int_range(1, MAX_TOP_K)
+_positive = _int_range(1)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -226,6 +371,9 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--batch-size", type=_positive, default=64)
     build.add_argument("--keep-versions", type=_positive, default=5, help="older versions are deleted")
     build.add_argument("--quiet", action="store_true", help="no progress bar")
+    build.add_argument("--force", action="store_true",
+                       help="publish even when the labelled queries would be answered worse than by the served "
+                            "version (recorded in the manifest)")
     build.set_defaults(func=cmd_build)
 
     for name, func, help_text in (("search", cmd_search, "print the best entries for a query"),
@@ -240,13 +388,14 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(func=func)
         if name == "search":
             sub.add_argument("query")
-            sub.add_argument("--top-k", type=_top_k, default=5)
+            sub.add_argument("--top-k", type=_top_k, default=DEFAULT_TOP_K)
             sub.add_argument("--threshold", type=float, help="no-match threshold instead of the calibrated one")
             sub.add_argument("--json", action="store_true", help="print JSON")
         elif name == "classify":
             sub.add_argument("input", help="CSV (with a header), JSON Lines, or text (one inquiry a line)")
             sub.add_argument("--out", required=True, help="output file: .csv or .jsonl")
-            sub.add_argument("--format", choices=("csv", "jsonl", "text"), help="input format (default: by suffix)")
+            sub.add_argument("--format", choices=("csv", "jsonl", "text", "parquet"),
+                             help="input format (default: by suffix; parquet needs --engine ray)")
             sub.add_argument("--text-column", default="text", help="CSV column / JSON field of the text")
             sub.add_argument("--id-column", default="id",
                              help="CSV column / JSON field of the id ('' for line numbers)")
@@ -256,10 +405,16 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--resume", action="store_true", help="continue an interrupted run of the same input")
             sub.add_argument("--report", help="also write an HTML report here")
             sub.add_argument("--quiet", action="store_true", help="no progress bar")
+            sub.add_argument("--engine", choices=("local", "ray"), default="local",
+                             help="local (default): this process; ray: an actor pool on Ray Data, reads Parquet too")
+            sub.add_argument("--ray-address", help="Ray head HOST:PORT or auto (default: start Ray on this machine)")
+            sub.add_argument("--actors", type=_positive,
+                             help="model copies on Ray, one CPU each (default: the cluster's CPUs)")
         elif name == "evaluate":
             sub.add_argument("--queries", required=True,
                              help='labelled queries, JSON Lines: {"query": "...", "faq_id": "..." | null}')
             sub.add_argument("--json", action="store_true", help="print JSON")
+            sub.add_argument("--report", help="write an HTML page with the decisions and reliability diagrams")
         else:
             sub.add_argument("--host", default="127.0.0.1")
             sub.add_argument("--port", type=int, default=8000)
@@ -267,18 +422,67 @@ def build_parser() -> argparse.ArgumentParser:
                              help="gunicorn worker processes (default: one per core, %(default)s)")
             sub.add_argument("--threads", type=_positive, default=8, help="threads per worker (default: 8)")
             sub.add_argument("--timeout", type=_positive, default=60, help="worker timeout, seconds (default: 60)")
+            sub.add_argument("--worker-class", choices=WORKER_CLASSES, default=ServerSettings.worker_class,
+                             help="gevent (default): slow clients cost no thread; gthread: threads read requests "
+                                  "themselves, safe only behind a buffering proxy (deploy/nginx.conf)")
             sub.add_argument("--debug", action="store_true", help="Flask's development server in debug mode")
+            sub.add_argument("--corpus", help="the served corpus folder: page titles (collection.yaml), and what "
+                                              "the workbench edits (default: RETRIEVER_CORPUS, else ./corpus)")
+    corpus = commands.add_parser("corpus", help="import a spreadsheet into the corpus, or export the corpus to one")
+    corpus.set_defaults(func=cmd_corpus)
+    corpus_commands = corpus.add_subparsers(dest="corpus_command", required=True)
+    sheet_in = corpus_commands.add_parser("import", help="a .xlsx/.csv sheet (one row per entry) to a corpus YAML file")
+    sheet_in.add_argument("file", help=".xlsx or .csv; headers id/编号, question/标准问题, paraphrases/相似问题, "
+                                       "answer/答案, category/分类, tags/标签, negatives/负例")
+    sheet_in.add_argument("--out", required=True, help="corpus folder (writes FILE_STEM.yaml there) or a .yaml file")
+    sheet_in.add_argument("--skip-bad", action="store_true",
+                          help="import the good rows and list the others in a rejects file")
+    sheet_in.add_argument("--rejects", help="rejects file (default: FILE_STEM.rejects.csv beside FILE)")
+    sheet_in.add_argument("--quiet", action="store_true", help="no progress bar")
+    sheet_out = corpus_commands.add_parser("export", help="the corpus to a .xlsx/.csv sheet, one row per entry")
+    sheet_out.add_argument("corpus", help="corpus file or folder")
+    sheet_out.add_argument("--out", required=True, help="the sheet to write: .xlsx or .csv")
+    sheet_out.add_argument("--headers", choices=("en", "zh"), default="en", help="header language (default: en)")
     rollback = commands.add_parser("rollback", help="point the index at the previous version")
     rollback.add_argument("--index", default=index_default, help="index folder (default: %(default)s)")
     rollback.add_argument("--to", help="a version name (default: the one before the current)")
     rollback.set_defaults(func=cmd_rollback)
+    _add_mcp_parser(commands, index_default, model_default)
+    for sub in (build, rollback, *(commands.choices[name] for name in ("search", "evaluate", "classify"))):
+        sub.add_argument("--collection", help="a named collection under the index folder (default: the folder's own)")
     return parser
+
+
+def _add_mcp_parser(commands, index_default: str, model_default: str | None) -> None:
+    mcp = commands.add_parser("mcp", help="serve FAQ search as MCP tools (stdio, or streamable HTTP with --http)")
+    mcp.add_argument("--index", default=index_default, help="index folder with one or more collections")
+    mcp.add_argument("--model", default=model_default, help="model to embed queries with (default: each index's)")
+    mcp.add_argument("--collection", help="the default collection (default: RETRIEVER_DEFAULT_COLLECTION, else "
+                                          "'default' or the only one)")
+    mcp.add_argument("--http", action="store_true", help="streamable HTTP instead of stdio")
+    mcp.add_argument("--host", default="127.0.0.1")
+    mcp.add_argument("--port", type=_int_range(1, 65535), default=8001)
+    mcp.set_defaults(func=cmd_mcp)
+
+
+def _resolve_collection(args: argparse.Namespace) -> None:
+    """--collection NAME: the command works on that collection's own index root under --index (--out)."""
+    from .store.collections import collection_root
+
+    name = getattr(args, "collection", None)
+    if name is None or args.command == "mcp":
+        return
+    if args.command == "build":
+        args.out = str(collection_root(args.out, name))
+    else:
+        args.index = str(collection_root(args.index, name))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     try:
+        _resolve_collection(args)
         return args.func(args)
     except RetrieverError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -8,12 +8,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from .errors import CorpusError
+from .scoring import AMBIGUOUS, ANSWER
 
 RANK_DEPTH = 50  # ranks beyond this count as not found (reciprocal rank 0)
 
@@ -32,6 +33,8 @@ class Outcome:
     rank: int | None  # 1-based rank of the gold entry, None if absent or out of domain
     top_scores: tuple[float, ...]  # best score first; at least two where the index has two entries
     top_id: str | None
+    decision: str | None = None  # what the searcher decided ("answer", "ambiguous", "no_match")
+    confidence: float | None = None  # the judge's confidence in the first result (None: no judge)
 
 
 def read_labelled(path: str | Path, known_ids: set[str] | None = None) -> list[LabelledQuery]:
@@ -74,7 +77,7 @@ def run(searcher, labelled: Sequence[LabelledQuery], mode: str | None = None, ba
                 ids = [hit.faq_id for hit in result.hits]
                 rank = ids.index(item.faq_id) + 1 if item.faq_id in ids else None
                 outcomes.append(Outcome(item, rank, tuple(h.score for h in result.hits[:2]),
-                                        ids[0] if ids else None))
+                                        ids[0] if ids else None, result.decision, result.confidence))
             bar.update(len(batch))
     return outcomes
 
@@ -104,6 +107,52 @@ def answer_rates(top1: np.ndarray, in_domain: np.ndarray, threshold: float) -> d
         "f1": f1,
         "in_domain_refused": float(np.mean(~answered[in_domain])) if in_domain.any() else 0.0,
         "out_of_domain_caught": float(np.mean(~answered[out_domain])) if out_domain.any() else 0.0,
+    }
+
+
+def expected_calibration_error(confidence: Sequence[float], right: Sequence[bool], bins: int = 10) -> float:
+    """Mean gap between confidence and accuracy over equal-width confidence bins, weighted by bin size."""
+    confidence, right = np.asarray(confidence, dtype=float), np.asarray(right, dtype=float)
+    if not len(confidence):
+        return 0.0
+    which = np.minimum((confidence * bins).astype(int), bins - 1)
+    return float(sum(abs(confidence[which == b].mean() - right[which == b].mean()) * np.sum(which == b)
+                     for b in range(bins) if np.any(which == b)) / len(confidence))
+
+
+def reliability(confidence: Sequence[float], right: Sequence[bool], bins: int = 10) -> list[dict[str, float]]:
+    """Per equal-width confidence bin: queries, mean confidence, share right (a reliability diagram)."""
+    confidence, right = np.asarray(confidence, dtype=float), np.asarray(right, dtype=float)
+    which = np.minimum((confidence * bins).astype(int), bins - 1)
+    return [{"low": b / bins, "high": (b + 1) / bins, "queries": int(np.sum(which == b)),
+             "confidence": float(confidence[which == b].mean()), "accuracy": float(right[which == b].mean())}
+            for b in range(bins) if np.any(which == b)]
+
+
+def decision_metrics(outcomes: Sequence[Outcome]) -> dict[str, Any]:
+    """What the decisions did, as shares of all queries unless named otherwise.
+
+    ``answered_right``: decision ``answer`` with the right entry first. ``confident_wrong``:
+    decision ``answer`` with a wrong entry first, or for a query no entry answers.
+    ``refused_when_absent``: of the queries no entry answers, the share not answered
+    (``no_match`` or ``ambiguous``). ``ece``: expected calibration error of ``confidence``
+    as the chance that the first result is right (None without a judge).
+    """
+    right = np.array([o.labelled.faq_id is not None and o.top_id == o.labelled.faq_id for o in outcomes])
+    answered = np.array([o.decision == ANSWER for o in outcomes])
+    absent = np.array([o.labelled.faq_id is None for o in outcomes])
+    confidences = [o.confidence for o in outcomes]
+    judged = bool(outcomes) and all(c is not None for c in confidences)
+    return {
+        "queries": len(outcomes),
+        "absent": int(absent.sum()),
+        "top1": float(np.mean(right[~absent])) if (~absent).any() else 0.0,
+        "answered_right": float(np.mean(answered & right)) if len(outcomes) else 0.0,
+        "confident_wrong": float(np.mean(answered & ~right)) if len(outcomes) else 0.0,
+        "refused_when_absent": float(np.mean(~answered[absent])) if absent.any() else 0.0,
+        "ambiguous": float(np.mean([o.decision == AMBIGUOUS for o in outcomes])) if len(outcomes) else 0.0,
+        "ece": expected_calibration_error(confidences, right) if judged else None,
+        "reliability": reliability(confidences, right) if judged else None,
     }
 
 
@@ -195,6 +244,7 @@ def report(outcomes: Sequence[Outcome]) -> dict:
         "sweep": threshold_sweep(top1, in_domain),
         "calibration": calibrate(outcomes),
         "cross_validated": cross_validated(outcomes),
+        "decisions": decision_metrics(outcomes),
     }
 
 

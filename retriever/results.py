@@ -29,6 +29,11 @@ class Hit:
     tags: tuple[str, ...] = ()
     dense_score: float | None = None  # cosine of query and matched_text
     lexical_score: float | None = None  # BM25 share of the query's IDF found in matched_text
+    # The judge's calibrated chance that this entry answers the query (None: not judged).
+    confidence: float | None = None
+    # Set when the query is closer to one of the entry's negative examples than to its questions:
+    # that example. Such an entry is listed but never given as the answer.
+    negative_example: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -38,6 +43,8 @@ class Hit:
             "score": _rounded(self.score),
             "dense_score": _rounded(self.dense_score),
             "lexical_score": _rounded(self.lexical_score),
+            "confidence": _rounded(self.confidence),
+            "negative_example": self.negative_example,
             "matched_text": self.matched_text,
             "matched_field": self.matched_field,
             "category": self.category,
@@ -54,6 +61,10 @@ class SearchResult:
     threshold: float | None  # score below which the decision is no_match (None: not calibrated)
     margin: float | None  # top-1 minus top-2 score (None with fewer than two entries)
     ambiguity_margin: float | None
+    # The judge's calibrated chance that the first hit is the right answer, and the confidence
+    # under which the decision is no_match (None: an index without a judge, or a threshold override).
+    confidence: float | None = None
+    confidence_threshold: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape of a search result (HTTP API and CLI)."""
@@ -64,6 +75,8 @@ class SearchResult:
             "threshold": _rounded(self.threshold),
             "margin": _rounded(self.margin),
             "ambiguity_margin": _rounded(self.ambiguity_margin),
+            "confidence": _rounded(self.confidence),
+            "confidence_threshold": _rounded(self.confidence_threshold),
             "results": [hit.to_dict() for hit in self.hits],
         }
 
@@ -77,6 +90,7 @@ class SearchResult:
             "faq_id": top.faq_id if answered else None,
             "question": top.question if answered else None,
             "score": _rounded(top.score) if top else None,
+            "confidence": _rounded(self.confidence),
             "margin": _rounded(self.margin),
             "top_faq_id": top.faq_id if top else None,
             "runner_up_faq_id": runner_up.faq_id if runner_up else None,

@@ -14,6 +14,7 @@ DEFAULT_MODE = "hybrid"
 LEXICAL_WEIGHT = 0.015
 
 ANSWER, AMBIGUOUS, NO_MATCH = "answer", "ambiguous", "no_match"
+DECISIONS = (ANSWER, AMBIGUOUS, NO_MATCH)
 
 
 def fuse(dense: np.ndarray, lexical: np.ndarray, lexical_weight: float = LEXICAL_WEIGHT) -> np.ndarray:

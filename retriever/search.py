@@ -1,21 +1,26 @@
 """Search: embed and tokenise a query, score texts, keep the best text per FAQ entry, decide."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Sequence
 
+import faiss
 import numpy as np
 
 from .encoders import Encoder
 from .errors import QueryError
+from .filters import EntryFilter
 from .store import FaqIndex, check_compatible, load_index
 from .lexical import LexicalIndex, Tokenizer
 from .normalize import normalize
+from .judge import FEATURES, JUDGED, Candidate, JudgeContext, LeftOut, Verdict, candidate_features, closer_to_negatives
 from .results import Hit, SearchResult
-from .scoring import DEFAULT_MODE, LEXICAL_WEIGHT, MODES, best_per_entry, decide, fuse
+from .scoring import DEFAULT_MODE, LEXICAL_WEIGHT, MODES, NO_MATCH, best_per_entry, decide, fuse
 
 # Lexical candidates taken per query in hybrid mode, beside the dense ones.
 LEXICAL_CANDIDATES = 50
+JUDGED_MODE = "hybrid"  # the judge is trained on, and applies to, hybrid candidates
 
 
 def _top_indices(scores: np.ndarray, k: int) -> np.ndarray:
@@ -44,6 +49,33 @@ class Searcher:
         self._entry_starts = np.searchsorted(self._text_entry, np.arange(len(index.entries) + 1))
         tokenizer = Tokenizer.from_config(index.manifest.get("lexical", {}).get("tokenizer", {}))
         self.lexical = LexicalIndex([t.norm for t in index.texts], tokenizer)
+        self.judge = index.judge
+        self._judge_context: JudgeContext | None = None
+        if self.judge is not None or index.negatives:
+            self.judge_context  # built now, so that no query pays for it
+
+    def without_judge(self) -> "Searcher":
+        """The same index and model deciding by the score threshold alone (as before the judge)."""
+        return Searcher(dataclasses.replace(self.index, judge=None), self.encoder, self.mode, self.lexical_weight)
+
+    @property
+    def text_entry(self) -> np.ndarray:
+        """The entry number of every indexed text."""
+        return self._text_entry
+
+    @property
+    def texts_per_entry(self) -> int:
+        """The most texts any entry owns."""
+        return self._texts_per_entry
+
+    @property
+    def judge_context(self) -> JudgeContext:
+        """The judge's per-index lookups (entry vocabularies, IDF, negative examples)."""
+        if self._judge_context is None:
+            self._judge_context = JudgeContext(self.index.texts, len(self.index.entries), self.lexical.tokenizer,
+                                               [(entry, norm) for entry, _, norm in self.index.negatives],
+                                               self.index.labelled)
+        return self._judge_context
 
     @classmethod
     def load(cls, index_path: str | Path, encoder: Encoder, mode: str | None = None) -> "Searcher":
@@ -69,18 +101,20 @@ class Searcher:
             "corpus_checksum": manifest.get("corpus_checksum"),
             "mode": self.mode,
             "calibration": self.calibration(),
+            "judge": self.index.manifest.get("judge") if self.judge is not None else None,
         }
 
-    def search(self, query: str, top_k: int = 5, *, mode: str | None = None,
-               threshold: float | None = None) -> SearchResult:
+    def search(self, query: str, top_k: int = 5, *, mode: str | None = None, threshold: float | None = None,
+               entry_filter: EntryFilter | None = None) -> SearchResult:
         """The ``top_k`` best entries for ``query``, best first, and the answer decision."""
-        return self.search_many([query], top_k, mode=mode, threshold=threshold)[0]
+        return self.search_many([query], top_k, mode=mode, threshold=threshold, entry_filter=entry_filter)[0]
 
     def search_many(self, queries: Sequence[str], top_k: int = 5, *, mode: str | None = None,
-                    threshold: float | None = None) -> list[SearchResult]:
+                    threshold: float | None = None, entry_filter: EntryFilter | None = None) -> list[SearchResult]:
         """Like :meth:`search` for many queries, with one model call for all of them.
 
-        ``threshold`` overrides the calibrated no-match threshold.
+        ``threshold`` overrides the calibrated no-match threshold. ``entry_filter`` keeps only the
+        entries it accepts: ranking, top-k and the decision are computed among them alone.
         """
         mode = mode or self.mode
         if mode not in MODES:
@@ -98,55 +132,161 @@ class Searcher:
             if not text:
                 raise QueryError(f"query #{position + 1} is empty after normalisation")
         calibration = self.calibration(mode)
+        judging = self.judge is not None and mode == JUDGED_MODE and threshold is None
         threshold = calibration.get("threshold") if threshold is None else threshold
         ambiguity_margin = calibration.get("ambiguity_margin")
         depth = max(top_k, 2)  # the runner-up is needed for the margin
-        scored = self._score(normalised, mode, depth)
+        if mode == JUDGED_MODE and (self.judge is not None or self.index.negatives):
+            depth = max(depth, self.judge.judged if self.judge else JUDGED)
         results = []
-        for query, (text_ids, score, dense, lexical) in zip(queries, scored):
+        for query, text, (text_ids, score, dense, lexical, vector) in zip(
+                queries, normalised, self._score(normalised, mode, depth, self._filtered_out(entry_filter))):
             top = best_per_entry(score, text_ids, self._text_entry, depth)
             position = {int(t): i for i, t in enumerate(text_ids)}
+            verdict = self._verdict(text, vector, top, text_ids, dense, lexical) \
+                if mode == JUDGED_MODE and self._judge_context is not None and top else None
             hits = [self._hit(entry, value, text_id,
                               None if dense is None else float(dense[position[text_id]]),
-                              None if lexical is None else float(lexical[position[text_id]]))
-                    for entry, value, text_id in top]
+                              None if lexical is None else float(lexical[position[text_id]]),
+                              *(verdict.marks(i) if verdict else (None, None)))
+                    for i, (entry, value, text_id) in enumerate(top)]
+            if verdict is not None:
+                hits = [hits[i] for i in verdict.order]
             scores = [h.score for h in hits]
+            margin = scores[0] - scores[1] if len(scores) > 1 else None
+            if judging and verdict is not None:
+                decision = verdict.decision(self.judge, scores[0]) if scores else NO_MATCH
+            else:
+                decision = decide(scores, threshold, ambiguity_margin)
+            if hits and hits[0].negative_example is not None:
+                decision = NO_MATCH  # never answer with an entry the query is closer to a negative of
             results.append(SearchResult(
-                query=query, mode=mode, hits=hits[:top_k],
-                decision=decide(scores, threshold, ambiguity_margin), threshold=threshold,
-                margin=scores[0] - scores[1] if len(scores) > 1 else None, ambiguity_margin=ambiguity_margin))
+                query=query, mode=mode, hits=hits[:top_k], decision=decision, threshold=threshold, margin=margin,
+                ambiguity_margin=ambiguity_margin, confidence=verdict.confidence if judging and verdict else None,
+                confidence_threshold=self.judge.threshold if judging else None))
         return results
 
-    def _score(self, normalised: list[str], mode: str, depth: int):
-        """Per query: candidate text ids and their (ranking, dense, lexical) scores."""
-        k = min(self.index.vectors.ntotal, depth * self._texts_per_entry)
+    def _verdict(self, text: str, vector: np.ndarray, top: list[tuple[int, float, int]], text_ids: np.ndarray,
+                 dense: np.ndarray, lexical: np.ndarray) -> Verdict:
+        """What the judge makes of the first candidates (and which of them are closer to a negative)."""
+        judged = top[:self.judge.judged if self.judge else JUDGED]
+        candidates = [Candidate(entry, value, text_id) for entry, value, text_id in judged]
+        features, closest = self.judge_features(text, vector, candidates, text_ids, dense, lexical)
+        blocked = closer_to_negatives(features)
+        negatives = [self.index.negatives[row][1] if row is not None and flag else None
+                     for row, flag in zip(closest, blocked)]
+        if self.judge is None:
+            return Verdict(list(range(len(top))), None, negatives, None)
+        probabilities = np.where(blocked, 0.0, self.judge.probabilities(features))
+        order = list(range(len(judged)))
+        if self.judge.reorder:
+            order.sort(key=lambda i: -probabilities[i])  # stable: ties keep the score order
+        order += list(range(len(judged), len(top)))
+        return Verdict(order, probabilities, negatives, self.judge.confidence(probabilities))
+
+    def judge_features(self, text: str, vector: np.ndarray, candidates: list[Candidate], text_ids: np.ndarray,
+                       dense: np.ndarray, lexical: np.ndarray, left_out: LeftOut | None = None,
+                       left_out_negative: int | None = None):
+        """Judge features of ``candidates`` and, per candidate, the row of its closest negative example.
+
+        ``text_ids``/``dense``/``lexical`` are the query's scored texts. For the judge's
+        training, ``left_out`` says what to treat as not indexed and ``left_out_negative``
+        is a negative example that must not count as one.
+        """
+        context = self.judge_context
+        if not candidates:
+            return np.zeros((0, len(FEATURES))), []
+        query = context.query_view(text)
+        dense_all = np.full(len(self.index.texts), np.nan)
+        lexical_all = np.full(len(self.index.texts), np.nan)
+        dense_all[text_ids], lexical_all[text_ids] = dense, lexical
+        nearest, closest = [], []
+        for candidate in candidates:
+            rows = context.negatives_about(candidate.entry, query)
+            if left_out_negative is not None:
+                rows = rows[rows != left_out_negative]
+            if not len(rows):
+                nearest.append(None)
+                closest.append(None)
+                continue
+            cosines = self.index.negative_vectors[rows] @ vector
+            best = int(np.argmax(cosines))
+            nearest.append(float(cosines[best]))
+            closest.append(int(rows[best]))
+        memory = self.index.labelled_vectors
+        features = candidate_features(context, query, candidates, dense_all, lexical_all, nearest,
+                                      None if memory is None else memory @ vector, left_out)
+        return features, closest
+
+    def _filtered_out(self, entry_filter: EntryFilter | None) -> np.ndarray | None:
+        """Per text, whether ``entry_filter`` excludes its entry (None: no filter)."""
+        if entry_filter is None:
+            return None
+        kept = np.fromiter((bool(entry_filter(e)) for e in self.index.entries), dtype=bool,
+                           count=len(self.index.entries))
+        return ~kept[self._text_entry]
+
+    def _lexical_scores(self, text: str, left_out: np.ndarray | None) -> np.ndarray:
+        scores = self.lexical.scores(text)
+        if left_out is not None:
+            scores = np.where(left_out, -1.0, scores).astype(np.float32)  # below any kept text's score
+        return scores
+
+    def _dense_search(self, query_vectors: np.ndarray, k: int, left_out: np.ndarray | None):
+        """FAISS top ``k`` texts per query, among the kept texts only (a selector, not a filtered top-k)."""
+        if left_out is None:
+            return self.index.vectors.search(query_vectors, k)
+        kept = np.flatnonzero(~left_out).astype(np.int64)
+        params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(kept))
+        return self.index.vectors.search(query_vectors, min(k, len(kept)), params=params)
+
+    def _score(self, normalised: list[str], mode: str, depth: int, left_out: np.ndarray | None = None):
+        """Per query: candidate text ids, their (ranking, dense, lexical) scores, and the query vector.
+
+        ``left_out`` (a mask over texts) leaves texts out as if they were not indexed.
+        """
+        available = self.index.vectors.ntotal if left_out is None else int((~left_out).sum())
+        k = min(available, depth * self._texts_per_entry)
+        if k == 0:  # a filter that keeps nothing: nothing to rank
+            empty = np.zeros(0, dtype=np.int64)
+            return [(empty, np.zeros(0), np.zeros(0), np.zeros(0), None) for _ in normalised]
         if mode == "lexical":
             out = []
             for text in normalised:
-                lexical = self.lexical.scores(text)
+                lexical = self._lexical_scores(text, left_out)
                 ids = _top_indices(lexical, k)
-                out.append((ids, lexical[ids], None, lexical[ids]))
+                out.append((ids, lexical[ids], None, lexical[ids], None))
             return out
         query_vectors = self.encoder.encode_queries(normalised)
-        dense_scores, dense_ids = self.index.vectors.search(query_vectors, k)
+        dense_scores, dense_ids = self._dense_search(query_vectors, k, left_out)
         if mode == "dense":
-            return [(ids, scores, scores, None) for scores, ids in zip(dense_scores, dense_ids)]
-        out = []
-        for vector, ids, text in zip(query_vectors, dense_ids, normalised):
-            lexical_all = self.lexical.scores(text)
-            lexical_top = _top_indices(lexical_all, max(k, LEXICAL_CANDIDATES))
-            # Every text of every candidate entry, so each entry's best text is really found.
-            entries = np.unique(self._text_entry[np.concatenate([ids[ids >= 0], lexical_top])])
-            candidates = np.concatenate([np.arange(self._entry_starts[e], self._entry_starts[e + 1])
-                                         for e in entries])
-            dense = self.index.vectors.reconstruct_batch(candidates) @ vector
-            lexical = lexical_all[candidates]
-            out.append((candidates, fuse(dense, lexical, self.lexical_weight), dense, lexical))
-        return out
+            return [(ids, scores, scores, None, vector)
+                    for scores, ids, vector in zip(dense_scores, dense_ids, query_vectors)]
+        return [(*self.hybrid_candidates(vector, ids, self._lexical_scores(text, left_out), k, left_out), vector)
+                for vector, ids, text in zip(query_vectors, dense_ids, normalised)]
+
+    def hybrid_candidates(self, vector: np.ndarray, dense_ids: np.ndarray, lexical_all: np.ndarray, k: int,
+                          left_out: np.ndarray | None = None):
+        """Every text of the entries among the dense top ids and the lexical top; their fused, dense, lexical scores.
+
+        ``left_out`` (a mask over texts, for the judge's training) drops texts as if they were not indexed.
+        """
+        lexical_top = _top_indices(lexical_all, max(k, LEXICAL_CANDIDATES))
+        if left_out is not None:
+            lexical_top = lexical_top[~left_out[lexical_top]]
+        # Every text of every candidate entry, so each entry's best text is really found.
+        entries = np.unique(self._text_entry[np.concatenate([dense_ids[dense_ids >= 0], lexical_top])])
+        candidates = np.concatenate([np.arange(self._entry_starts[e], self._entry_starts[e + 1])
+                                     for e in entries] or [np.zeros(0, dtype=np.int64)])
+        if left_out is not None:
+            candidates = candidates[~left_out[candidates]]
+        dense = self.index.vectors.reconstruct_batch(candidates) @ vector if len(candidates) else np.zeros(0)
+        lexical = lexical_all[candidates]
+        return candidates, fuse(dense, lexical, self.lexical_weight), dense, lexical
 
     def _hit(self, entry_number: int, score: float, text_id: int, dense: float | None,
-             lexical: float | None) -> Hit:
+             lexical: float | None, confidence: float | None = None, negative_example: str | None = None) -> Hit:
         entry = self.index.entries[entry_number]
         text = self.index.texts[text_id]
         return Hit(entry.id, entry.question, entry.answer, score, text.text, text.field,
-                   entry.category, entry.tags, dense, lexical)
+                   entry.category, entry.tags, dense, lexical, confidence, negative_example)

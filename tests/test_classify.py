@@ -217,7 +217,7 @@ def test_report_has_counts_histogram_and_unmatched(tmp_path, searcher):
     page = (tmp_path / "report.html").read_text(encoding="utf-8")
     assert "data:image/png;base64,iVBOR" in page  # a PNG is embedded
     assert "今天天气怎么样</td><td class=n>3" in page and "cancel-02" in page
-    assert "no match 5 (55.6%)" in page
+    assert "未匹配 5 (55.6%)" in page
 
 
 def test_classify_cli_end_to_end(tmp_path, seed_index):

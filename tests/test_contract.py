@@ -17,7 +17,7 @@ ADMIN_TOKEN = "contract-token"
 EXAMPLES = 40  # per operation and generation mode; the README quotes the total
 # Every documented operation but the document itself, which Schemathesis leaves out of its operations.
 OPERATIONS = [("/v1/search", "GET"), ("/v1/search", "POST"), ("/v1/classify", "POST"), ("/healthz", "GET"),
-              ("/readyz", "GET"), ("/metrics", "GET"), ("/admin/reload", "POST")]
+              ("/readyz", "GET"), ("/metrics", "GET"), ("/admin/reload", "POST"), ("/v1/feedback", "POST")]
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
 import json
+import math
 import shutil
 
 import pytest
@@ -45,7 +46,9 @@ def test_seed_index_manifest_describes_the_build(seed_index, encoder):
     assert manifest["model"] == encoder.name and manifest["dim"] == 384
     assert manifest["counts"] == {"entries": 6, "vectors": len(index.texts)}
     assert manifest["counts"]["vectors"] >= 6 * 12  # question + >=10 paraphrases + answer
-    assert set(manifest["files"]) == {"vectors.faiss", "texts.jsonl", "entries.jsonl"}
+    # The judge and the labelled queries it compares with are artifacts too (retriever/judge.py).
+    assert set(manifest["files"]) == {"vectors.faiss", "texts.jsonl", "entries.jsonl", "judge.json",
+                                      "labelled.jsonl", "labelled.npy"}
     assert manifest["built_at"] and manifest["corpus_checksum"]
     assert {t.field for t in index.texts} == {"question", "paraphrase", "answer"}
 
@@ -171,3 +174,68 @@ def test_answers_can_be_left_out_of_the_index(tmp_path, small_entries, encoder):
     index = load_index(version)
     assert {t.field for t in index.texts} == {"question", "paraphrase"}
     assert index.manifest["index_answers"] is False
+
+
+def _rewrite_vectors(version_dir, change):
+    """Replace the stored vectors by ``change(matrix)`` and rewrite the checksum to match: only the numbers lie."""
+    import faiss
+
+    from retriever.files import sha256_file
+
+    path = version_dir / "vectors.faiss"
+    stored = faiss.read_index(str(path))
+    matrix = change(stored.reconstruct_n(0, stored.ntotal).copy())
+    replaced = faiss.IndexFlatIP(stored.d)
+    replaced.add(matrix)
+    faiss.write_index(replaced, str(path))
+    manifest_path = version_dir / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["files"]["vectors.faiss"] = sha256_file(path)
+    manifest_path.write_text(json.dumps(manifest))
+
+
+def _all_nan(matrix):
+    matrix[:] = float("nan")
+    return matrix
+
+
+def _one_infinite(matrix):
+    matrix[3, 0] = float("inf")
+    return matrix
+
+
+def _one_zero(matrix):
+    matrix[2] = 0.0
+    return matrix
+
+
+def _unnormalised(matrix):
+    return matrix * 2.0
+
+
+@pytest.mark.parametrize("change, message", [
+    (_all_nan, r"(\d+) of \1 vectors contain NaN or infinite values \(first at row 0\)"),
+    (_one_infinite, r"1 of \d+ vectors contain NaN or infinite values \(first at row 3\)"),
+    (_one_zero, r"1 of \d+ vectors are not unit length \(first at row 2\)"),
+    (_unnormalised, r"(\d+) of \1 vectors are not unit length"),
+])
+def test_vectors_that_are_not_finite_unit_vectors_are_refused(tmp_path, small_entries, encoder, change, message):
+    version = build_index(small_entries, encoder, tmp_path / "idx", progress=False)
+    _rewrite_vectors(version, change)
+    with pytest.raises(IndexLoadError, match=message + ".*rebuild the index"):
+        load_index(tmp_path / "idx")
+
+
+def test_a_nan_version_is_refused_by_reload_and_the_old_one_serves(tmp_path, small_entries, encoder):
+    from retriever.reload import ReloadRefused, SearcherHolder
+
+    root = tmp_path / "idx"
+    good = build_index(small_entries, encoder, root, progress=False)
+    holder = SearcherHolder(root, lambda folder: Searcher.load(folder, encoder))
+    holder.load_initial()
+    bad = build_index(small_entries, encoder, root, progress=False)
+    _rewrite_vectors(bad, _all_nan)
+    with pytest.raises(ReloadRefused, match=f"still serving {good.name}.*contain NaN"):
+        holder.reload()
+    assert holder.current.version == good.name
+    assert math.isfinite(holder.current.search("今天天气怎么样", 1).hits[0].score)

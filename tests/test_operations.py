@@ -13,7 +13,7 @@ from conftest import REPO, SEED_CORPUS
 from retriever.config import ServiceConfig
 from retriever.store import CURRENT, current_version, list_versions, rollback
 from retriever.pipeline import build_from_corpus
-from retriever.http.reload import SearcherHolder
+from retriever.reload import SearcherHolder
 from retriever.search import Searcher
 from retriever.http import create_app
 
@@ -99,7 +99,7 @@ def test_a_bad_new_version_is_refused_and_the_old_one_serves(live, corpus_copy, 
 
 
 def test_the_probe_query_must_find_the_first_entry(searcher, monkeypatch):
-    from retriever.http.reload import ReloadRefused, probe
+    from retriever.reload import ReloadRefused, probe
 
     probe(searcher)  # the real index passes
     real_search = searcher.search

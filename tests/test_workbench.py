@@ -14,7 +14,7 @@ from retriever.editing import (EditError, InboxItem, add_candidates, add_example
                                pending_changes, read_log)
 from retriever.http import create_app
 from retriever.http.logs import UnmatchedLog
-from retriever.http.reload import SearcherHolder
+from retriever.reload import SearcherHolder
 from retriever.normalize import normalize
 from retriever.search import Searcher
 from retriever.store import current_version

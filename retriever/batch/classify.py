@@ -21,6 +21,7 @@ from typing import Callable, Iterable, Iterator
 from tqdm.auto import tqdm
 
 from ..files import write_text_atomic
+from ..filters import EntryFilter
 from ..search import Searcher
 from .readers import INPUT_FORMATS, ClassifyError, Row, detect_format, read_rows
 from .writers import OutputLock, PartialWriter, read_output
@@ -33,9 +34,11 @@ OUTPUT_FIELDS = ("line", "id", "text", "decision", "faq_id", "question", "score"
 CHECKPOINT_VERSION = 1
 
 
-def classify_texts(searcher: Searcher, texts: list[str], threshold: float | None = None) -> list[dict]:
-    """Classify many texts with one model call (top 2 entries each, for the runner-up)."""
-    return [r.classification() for r in searcher.search_many(texts, top_k=2, threshold=threshold)]
+def classify_texts(searcher: Searcher, texts: list[str], threshold: float | None = None,
+                   entry_filter: EntryFilter | None = None) -> list[dict]:
+    """Classify many texts with one model call (top 2 entries each, for the runner-up), within ``entry_filter``."""
+    return [r.classification() for r in searcher.search_many(texts, top_k=2, threshold=threshold,
+                                                             entry_filter=entry_filter)]
 
 
 @dataclass

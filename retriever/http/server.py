@@ -1,12 +1,21 @@
 """Running the WSGI app on a real socket: gunicorn in production, Werkzeug's server with --debug.
 
-Both accept a request target sent as raw UTF-8 (``curl 'host/v1/search?q=注销进度'``) by
+Slow and idle clients: each gunicorn worker is a gevent worker. A connection costs a greenlet,
+not a thread, while its request line, headers and body arrive; only a request read completely
+(see :func:`buffer_requests`) takes one of the worker's threads to run the app. Idle and slow
+headers are cut after ``keepalive`` seconds, a body after ``body_timeout``. Measured in
+benchmarks/slow_clients.py; the threaded workers (``--worker-class gthread``) are kept to
+measure against, and are safe only behind a buffering proxy (deploy/nginx.conf).
+
+Both servers accept a request target sent as raw UTF-8 (``curl 'host/v1/search?q=注销进度'``) by
 percent-encoding its non-ASCII bytes before parsing, which is what the client should have
 sent: gunicorn 27 refuses such request lines, and the standard library's parser splits them
 on \\xa0 and \\x85, bytes found inside many Chinese characters (样 is E6 A0 B7).
 """
 from __future__ import annotations
 
+import io
+import json
 import logging
 import os
 import re
@@ -17,6 +26,8 @@ from werkzeug.serving import WSGIRequestHandler
 
 log = logging.getLogger(__name__)
 _NON_ASCII = re.compile(rb"[\x80-\xff]")
+WORKER_CLASSES = ("gevent", "gthread")
+_READ_BLOCK = 64 * 1024
 
 
 def percent_encode_non_ascii(line: bytes) -> bytes:
@@ -46,12 +57,15 @@ class ServerSettings:
     # One worker per core, one model thread each: measured (benchmarks/load.py) 2.4x the
     # throughput of one worker whose model spreads over both cores, at equal single-query latency.
     workers: int = os.cpu_count() or 1
-    # Threads overlap I/O and JSON work; model calls within a worker are serialised by the encoder.
+    # Threads run requests already read in full; model calls within a worker are serialised by the encoder.
     threads: int = 8
     timeout: int = 60  # a worker silent this long (seconds) is killed and replaced
     graceful_timeout: int = 30  # in-flight requests get this long to finish on stop or SIGHUP
-    keepalive: int = 5
+    keepalive: int = 5  # seconds an idle connection, or one still sending its headers, is kept
+    body_timeout: float = 10.0  # seconds a client has to send its whole body once its headers are in
+    worker_connections: int = 1000  # open connections per gevent worker (each a greenlet)
     backlog: int = 512  # connections waiting while workers (re)start
+    worker_class: str = "gevent"  # or "gthread": threads that read requests themselves (needs a buffering proxy)
 
 
 def model_threads(workers: int) -> int:
@@ -70,6 +84,140 @@ def _accept_raw_utf8_in_gunicorn() -> None:
     RequestParser.mesg_class = PercentEncodingRequest
 
 
+# Errors gunicorn answers itself, before the app sees the request; stable codes like the app's.
+SERVER_ERROR_CODES = {400: "bad_request", 403: "forbidden", 414: "uri_too_long", 417: "expectation_failed",
+                      431: "headers_too_large", 500: "internal_error", 501: "not_implemented"}
+SERVER_ERROR_MESSAGES = {
+    414: "the request line is too long (over 8190 bytes): send long queries as POST /v1/search with a JSON body",
+    431: "the request headers are too large or too many: send fewer or shorter headers",
+    500: "the server failed to handle this request",
+}
+
+
+def json_error_response(status: int, reason: str, code: str, message: str) -> bytes:
+    """A complete HTTP/1.1 response, closing the connection, whose body is ``{"error", "message"}``."""
+    body = json.dumps({"error": code, "message": message}, ensure_ascii=False).encode("utf-8")
+    head = (f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n")
+    return head.encode("latin-1") + body
+
+
+def _answer_server_errors_in_json() -> None:
+    """gunicorn's own error pages (414, 431, a bad Content-Length ...) as the API's JSON errors."""
+    from gunicorn import util
+
+    def write_error(sock, status_int, reason, mesg):
+        message = SERVER_ERROR_MESSAGES.get(status_int) or mesg[:300] or reason
+        util.write_nonblock(sock, json_error_response(status_int, reason, SERVER_ERROR_CODES.get(
+            status_int, "http_error"), message))
+
+    util.write_error = write_error
+
+
+class _UnreadableBody(Exception):
+    """The body could not be read in full: answered by the server layer with ``status``."""
+
+    def __init__(self, status: int, reason: str, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.reason, self.code, self.message = status, reason, code, message
+
+
+def _read_whole_body(environ: dict, max_bytes: int, seconds: float) -> bytes:
+    """The request body, whatever its framing, read cooperatively within ``seconds``; at most ``max_bytes``."""
+    import gevent
+
+    declared = environ.get("CONTENT_LENGTH") or ""
+    too_large = _UnreadableBody(413, "Content Too Large", "payload_too_large",
+                                f"the body has more than {max_bytes} bytes, the most any route takes")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise too_large
+    chunks, size = [], 0
+    with gevent.Timeout(seconds, _UnreadableBody(408, "Request Timeout", "request_timeout",
+                                                 f"the body did not arrive within {seconds:g} seconds")):
+        try:
+            while chunk := environ["wsgi.input"].read(_READ_BLOCK):
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > max_bytes:
+                    raise too_large
+        except _UnreadableBody:
+            raise
+        except Exception as exc:  # noqa: BLE001 - gunicorn's framing errors (InvalidChunkSize ...) are plain Exceptions
+            log.info("unreadable request body: %s: %s", type(exc).__name__, exc)
+            raise _UnreadableBody(400, "Bad Request", "malformed_body", "the request body cannot be read: broken "
+                                  "chunked framing or the connection ended early") from None
+    return b"".join(chunks)
+
+
+def _run_to_completion(app, environ: dict) -> tuple[str, list, list[bytes]]:
+    """Call the WSGI app and collect its whole response (in a pool thread, away from the sockets)."""
+    started: dict[str, Any] = {}
+    body: list[bytes] = []
+
+    def start_response(status, headers, exc_info=None):
+        if exc_info and started:
+            raise exc_info[1].with_traceback(exc_info[2])
+        started.update(status=status, headers=headers)
+        return body.append
+
+    result = app(environ, start_response)
+    try:
+        body.extend(result)
+    finally:
+        if hasattr(result, "close"):
+            result.close()
+    return started["status"], started["headers"], body
+
+
+def buffer_requests(app, threads: int, max_body_bytes: int, body_timeout: float):
+    """A WSGI app that reads each request completely in its greenlet, then runs ``app`` in a thread.
+
+    A client sending a byte a second holds a greenlet (a few KB), never one of the ``threads``
+    that run the app; a body over ``max_body_bytes`` or slower than ``body_timeout`` is refused
+    (413, 408) and the connection closed. Response bodies are small JSON, collected in the thread.
+    """
+    from gevent.threadpool import ThreadPool
+
+    pool = ThreadPool(threads)  # native threads: the app, the model and the locks it takes stay unpatched
+
+    def buffered(environ, start_response):
+        try:
+            body = _read_whole_body(environ, max_body_bytes, body_timeout)
+        except _UnreadableBody as error:
+            # The rest of the body is unread: end the connection rather than parse it as the next request.
+            getattr(getattr(start_response, "__self__", None), "force_close", lambda: None)()
+            answer = json.dumps({"error": error.code, "message": error.message}).encode("utf-8")
+            start_response(f"{error.status} {error.reason}", [("Content-Type", "application/json"),
+                                                              ("Content-Length", str(len(answer)))])
+            return [answer]
+        # De-chunked above: the app sees a length-framed body. Without gunicorn's file wrapper
+        # (it sends from the socket), werkzeug's own one is iterated in the thread.
+        app_environ = {key: value for key, value in environ.items()
+                       if key not in ("HTTP_TRANSFER_ENCODING", "wsgi.file_wrapper")}
+        app_environ.update({"wsgi.input": io.BytesIO(body), "CONTENT_LENGTH": str(len(body))})
+        status, headers, chunks = pool.apply(_run_to_completion, (app, app_environ))
+        start_response(status, headers)
+        return chunks
+
+    return buffered
+
+
+def _gevent_worker_class():
+    """gunicorn's gevent worker, patching sockets but not threads (imported only when serving)."""
+    from gevent import monkey, socket
+    from gunicorn.workers.ggevent import GeventWorker
+
+    class BufferingGeventWorker(GeventWorker):
+        def patch(self):
+            # Threads stay native so that the pool in buffer_requests runs the app truly in parallel
+            # with the greenlets reading sockets; queue stays native for the same reason.
+            monkey.patch_all(thread=False, queue=False)
+            self.sockets = [socket.socket(s.FAMILY, socket.SOCK_STREAM, fileno=s.sock.detach())
+                            for s in self.sockets]
+
+    return BufferingGeventWorker
+
+
 def serve_gunicorn(make_app: Callable[[], Any], settings: ServerSettings) -> None:
     """Serve the app ``make_app`` builds (called once in each worker, after the fork) until stopped.
 
@@ -79,11 +227,14 @@ def serve_gunicorn(make_app: Callable[[], Any], settings: ServerSettings) -> Non
     from gunicorn.app.base import BaseApplication
 
     _accept_raw_utf8_in_gunicorn()
+    _answer_server_errors_in_json()
+    evented = settings.worker_class == "gevent"
     options = {
         "bind": f"{settings.host}:{settings.port}",
         "workers": settings.workers,
         "threads": settings.threads,
-        "worker_class": "gthread",
+        "worker_class": _gevent_worker_class() if evented else "gthread",
+        "worker_connections": settings.worker_connections,
         "timeout": settings.timeout,
         "graceful_timeout": settings.graceful_timeout,
         "keepalive": settings.keepalive,
@@ -102,6 +253,9 @@ def serve_gunicorn(make_app: Callable[[], Any], settings: ServerSettings) -> Non
                     self.cfg.set(key, value)
 
         def load(self):
-            return make_app()
+            app = make_app()
+            if not evented:
+                return app
+            return buffer_requests(app, settings.threads, app.config["MAX_CONTENT_LENGTH"], settings.body_timeout)
 
     Server().run()

@@ -7,11 +7,12 @@ from typing import Any
 from flask import current_app, g
 
 from ..config import ServiceConfig
+from ..registry import CollectionRegistry, UnknownCollection
 from ..search import Searcher
 from .errors import ApiError
 from .logs import UnmatchedLog
 from .metrics import Metrics
-from .reload import SearcherHolder
+from ..reload import SearcherHolder
 from .schemas import RequestSchemas
 
 EXTENSION = "retriever"
@@ -19,22 +20,35 @@ EXTENSION = "retriever"
 
 @dataclass
 class ServiceState:
-    holder: SearcherHolder
+    collections: CollectionRegistry
     config: ServiceConfig
     metrics: Metrics
     schemas: RequestSchemas
     unmatched: UnmatchedLog | None
     limiter: Any = None  # flask_limiter.Limiter when rate limiting is on
 
+    @property
+    def holder(self) -> SearcherHolder:
+        """The default collection's holder (what /v1/search serves)."""
+        return collection_holder(None)
+
 
 def state() -> ServiceState:
     return current_app.extensions[EXTENSION]
 
 
-def serving() -> Searcher:
+def collection_holder(collection: str | None) -> SearcherHolder:
+    """The holder of ``collection`` (None: the default one); 404 ``unknown_collection`` naming those there are."""
+    try:
+        return state().collections.holder(collection)
+    except UnknownCollection as exc:
+        raise ApiError(404, "unknown_collection", str(exc)) from None
+
+
+def serving(collection: str | None = None) -> Searcher:
     """The searcher for this request, taken once: a reload meanwhile does not change it."""
     if "searcher" not in g:
-        g.searcher = state().holder.current
+        g.searcher = collection_holder(collection).current
         if g.searcher is None:
             raise ApiError(503, "not_ready", "no index is loaded yet")
     return g.searcher

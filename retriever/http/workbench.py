@@ -42,7 +42,7 @@ from ..store import MANIFEST, rollback
 from .admin import GUESSES, FailedGuesses
 from .errors import ApiError, error_response
 from .parsing import json_body
-from .reload import ReloadRefused
+from ..reload import ReloadRefused
 from .state import EXTENSION, serving, state
 
 log = logging.getLogger(__name__)

@@ -18,8 +18,8 @@ from ..encoders import Encoder
 from ..errors import IndexLoadError
 from ..files import sha256_file, write_jsonl
 from ..normalize import normalize
-from .layout import (ENTRIES, FORMAT_VERSION, MANIFEST, NORMALIZE_VERSION, QUERY_FIELDS, TEXTS, VECTORS,
-                     VERSIONS, IndexedText)
+from .layout import (ENTRIES, FORMAT_VERSION, JUDGE, LABELLED, LABELLED_VECTORS, MANIFEST, NEGATIVES,
+                     NORMALIZE_VERSION, QUERY_FIELDS, TEXTS, VECTORS, VERSIONS, IndexedText, negative_examples)
 from .versions import prune_versions, publish, read_manifest
 
 
@@ -88,6 +88,10 @@ def build_index(entries: list[FaqEntry], encoder: Encoder, out_root: str | Path,
         write_jsonl(staging / TEXTS, ({"entry": t.entry, "field": t.field, "text": t.text,
                                         "norm": t.norm} for t in texts))
         write_jsonl(staging / ENTRIES, (e.to_record() for e in entries))
+        negatives = negative_examples(entries)
+        if negatives:  # embedded as queries: they are questions, compared with questions
+            np.save(staging / NEGATIVES, embed_texts([IndexedText(e, "negative", t, n) for e, t, n in negatives],
+                                                     encoder, batch_size=batch_size, progress=progress))
         manifest = {
             "format_version": FORMAT_VERSION,
             "version": version,
@@ -102,11 +106,12 @@ def build_index(entries: list[FaqEntry], encoder: Encoder, out_root: str | Path,
             "lexical": {"tokenizer": settings["tokenizer"]},
             "build_inputs": build_inputs(entries, encoder.name, settings),
             "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "files": {name: sha256_file(staging / name) for name in (VECTORS, TEXTS, ENTRIES)},
+            "files": artifact_checksums(staging),
         }
         _write_manifest(staging, manifest)
-        if finalize is not None:
-            _write_manifest(staging, {**manifest, **finalize(staging)})
+        if finalize is not None:  # it may add artifacts (the judge): checksum them too
+            manifest = {**manifest, **finalize(staging)}
+            _write_manifest(staging, {**manifest, "files": artifact_checksums(staging)})
         final = versions / version
         os.replace(staging, final)
     except BaseException:
@@ -115,6 +120,18 @@ def build_index(entries: list[FaqEntry], encoder: Encoder, out_root: str | Path,
     publish(out_root, version)
     prune_versions(out_root, keep=keep_versions)
     return final
+
+def artifact_checksums(folder: Path) -> dict[str, str]:
+    """sha256 of every artifact the version holds, checked when it loads."""
+    return {name: sha256_file(folder / name) for name in (VECTORS, TEXTS, ENTRIES, NEGATIVES, LABELLED,
+                                                          LABELLED_VECTORS, JUDGE)
+            if (folder / name).is_file()}
+
+def record_artifacts(folder: Path) -> None:
+    """Re-checksum the artifacts of a staging folder in its manifest (after more were added to it),
+    so that loading it before publication sees them too."""
+    manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    _write_manifest(folder, {**manifest, "files": artifact_checksums(folder)})
 
 DEFAULT_SETTINGS = {"index_answers": True, "default_mode": "hybrid", "tokenizer": {}}
 

@@ -9,6 +9,10 @@
         vectors.faiss          one L2-normalised vector per text, inner product = cosine
         texts.jsonl            per vector: entry number, field, original and normalised text
         entries.jsonl          the FAQ entries
+        negatives.npy          one vector per negative example (entries' ``negatives``), if any
+        judge.json             the second-stage judge and its calibration (see retriever/judge.py), if trained
+        labelled.jsonl         the labelled queries the build calibrated on, and their vectors in
+        labelled.npy           labelled.npy: the judge compares queries with them
 
 A version folder is written under a temporary name and renamed when complete,
 then ``CURRENT`` is replaced: a reader sees the old version or the new one,
@@ -16,7 +20,7 @@ never a half-written one.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,16 +28,23 @@ import faiss
 import numpy as np
 
 from ..corpus import FaqEntry
+from ..judge import Judge
+from ..normalize import normalize
 
 FORMAT_VERSION = 1
-NORMALIZE_VERSION = 1
+NORMALIZE_VERSION = 2  # 2: invisible characters (U+200B, U+FEFF, soft hyphen, bidi controls) removed
 MANIFEST = "manifest.json"
 VECTORS = "vectors.faiss"
 TEXTS = "texts.jsonl"
 ENTRIES = "entries.jsonl"
+NEGATIVES = "negatives.npy"
+JUDGE = "judge.json"
+LABELLED = "labelled.jsonl"
+LABELLED_VECTORS = "labelled.npy"
 CURRENT = "CURRENT"
 VERSIONS = "versions"
-QUERY_FIELDS = ("question", "paraphrase")  # encoded as queries; "answer" as a passage
+# Encoded as queries (negative examples too: they are questions); "answer" as a passage.
+QUERY_FIELDS = ("question", "paraphrase", "negative")
 
 
 @dataclass(frozen=True)
@@ -52,7 +63,30 @@ class FaqIndex:
     entries: list[FaqEntry]
     texts: list[IndexedText]
     vectors: faiss.Index
+    # Per negative example: (entry number, text as written, normalised text), and its vector row.
+    negatives: list[tuple[int, str, str]] = field(default_factory=list)
+    negative_vectors: np.ndarray | None = None
+    judge: Judge | None = None  # None: an index built before the judge, or without one
+    # Labelled queries: (entry number, or -1 when no entry answers it; normalised query), and vectors.
+    labelled: list[tuple[int, str]] = field(default_factory=list)
+    labelled_vectors: np.ndarray | None = None
 
     @property
     def text_entry(self) -> np.ndarray:
         return np.fromiter((t.entry for t in self.texts), dtype=np.int64, count=len(self.texts))
+
+
+def negative_examples(entries: list[FaqEntry]) -> list[tuple[int, str, str]]:
+    """``(entry number, text, normalised text)`` of every negative example, each once per entry.
+
+    The rows of ``negatives.npy``, in this order.
+    """
+    rows = []
+    for number, entry in enumerate(entries):
+        seen: set[str] = set()
+        for text in entry.negatives:
+            norm = normalize(text)
+            if norm not in seen:
+                seen.add(norm)
+                rows.append((number, text, norm))
+    return rows

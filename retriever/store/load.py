@@ -1,18 +1,26 @@
 """Loading a version: resolve it, read and check the manifest, files, checksums, counts and model."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import faiss
+import numpy as np
 
 from ..corpus import FaqEntry
 from ..encoders import Encoder
 from ..errors import IndexLoadError
 from ..files import read_jsonl, sha256_file
-from .layout import ENTRIES, NORMALIZE_VERSION, TEXTS, VECTORS, FaqIndex, IndexedText
+from ..judge import Judge
+from ..normalize import normalize
+from .layout import (ENTRIES, JUDGE, LABELLED, LABELLED_VECTORS, NEGATIVES, NORMALIZE_VERSION, TEXTS, VECTORS,
+                     FaqIndex, IndexedText, negative_examples)
 from .versions import read_manifest, resolve_version_dir
 
+# Encoders write float32 unit vectors; rounding keeps norms within ~1e-6 of 1. A looser bound
+# still catches what matters: NaN, zero or unnormalised vectors score every query as a match.
+NORM_TOLERANCE = 1e-3
 
 
 def check_compatible(manifest: dict[str, Any], encoder: Encoder, where: str | Path = "index") -> None:
@@ -25,6 +33,25 @@ def check_compatible(manifest: dict[str, Any], encoder: Encoder, where: str | Pa
     if manifest.get("normalize_version") != NORMALIZE_VERSION:
         raise IndexLoadError(f"{where}: built with text normalisation v{manifest.get('normalize_version')}, "
                              f"this retriever uses v{NORMALIZE_VERSION}; rebuild the index")
+
+
+def check_vectors(vectors: faiss.Index, where: str | Path = "index") -> None:
+    """Refuse vectors that are not finite unit vectors (checksums only prove the file is as written)."""
+    if vectors.ntotal == 0:
+        return
+    try:
+        matrix = vectors.reconstruct_n(0, vectors.ntotal)
+    except RuntimeError as exc:
+        raise IndexLoadError(f"{where}: cannot read the vectors back to check them ({exc})") from None
+    finite = np.isfinite(matrix).all(axis=1)
+    if not finite.all():
+        raise IndexLoadError(f"{where}: {int((~finite).sum())} of {len(matrix)} vectors contain NaN or infinite "
+                             f"values (first at row {int(np.argmin(finite))}); rebuild the index")
+    off = np.abs(np.linalg.norm(matrix, axis=1) - 1.0) > NORM_TOLERANCE
+    if off.any():
+        raise IndexLoadError(f"{where}: {int(off.sum())} of {len(matrix)} vectors are not unit length "
+                             f"(first at row {int(np.argmax(off))}); rebuild the index")
+
 
 def load_index(path: str | Path, verify_checksums: bool = True) -> FaqIndex:
     """Load the index version at ``path`` (a version folder or an index root)."""
@@ -47,4 +74,50 @@ def load_index(path: str | Path, verify_checksums: bool = True) -> FaqIndex:
     if (vectors.ntotal, len(texts), len(entries)) != (counts.get("vectors"), counts.get("vectors"),
                                                       counts.get("entries")) or vectors.d != manifest.get("dim"):
         raise IndexLoadError(f"{folder}: files disagree with the manifest's counts or dimension")
-    return FaqIndex(folder, manifest, entries, texts, vectors)
+    check_vectors(vectors, folder)
+    negatives, negative_vectors = _load_negatives(folder, manifest, entries)
+    labelled, labelled_vectors = _load_labelled(folder, manifest, entries)
+    return FaqIndex(folder, manifest, entries, texts, vectors, negatives, negative_vectors,
+                    _load_judge(folder, manifest), labelled, labelled_vectors)
+
+
+def _load_negatives(folder: Path, manifest: dict[str, Any], entries: list[FaqEntry]):
+    """The negative examples' rows and vectors (none in an index built before they were embedded)."""
+    if NEGATIVES not in manifest.get("files", {}):
+        return [], None
+    rows = negative_examples(entries)
+    try:
+        vectors = np.load(folder / NEGATIVES, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise IndexLoadError(f"{folder}: cannot read {NEGATIVES} ({exc})") from None
+    if vectors.shape != (len(rows), manifest.get("dim")) or not np.isfinite(vectors).all():
+        raise IndexLoadError(f"{folder}: {NEGATIVES} holds {vectors.shape[0]} vectors of dimension "
+                             f"{vectors.shape[1:] or '?'}, the entries have {len(rows)} negative examples; "
+                             f"rebuild the index")
+    return rows, vectors.astype(np.float32)
+
+
+def _load_labelled(folder: Path, manifest: dict[str, Any], entries: list[FaqEntry]):
+    """The labelled queries kept beside the judge: (entry number or -1, normalised query) and vectors."""
+    if LABELLED not in manifest.get("files", {}):
+        return [], None
+    numbers = {entry.id: number for number, entry in enumerate(entries)}
+    try:
+        records = [r for _, r in read_jsonl(folder / LABELLED, IndexLoadError, "labelled queries")]
+        labelled = [(numbers[r["faq_id"]] if r["faq_id"] is not None else -1, normalize(r["query"])) for r in records]
+        vectors = np.load(folder / LABELLED_VECTORS, allow_pickle=False)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise IndexLoadError(f"{folder}: cannot read the labelled queries ({exc}); rebuild the index") from None
+    if vectors.shape != (len(labelled), manifest.get("dim")) or not np.isfinite(vectors).all():
+        raise IndexLoadError(f"{folder}: {LABELLED_VECTORS} does not match {LABELLED}; rebuild the index")
+    return labelled, vectors.astype(np.float32)
+
+
+def _load_judge(folder: Path, manifest: dict[str, Any]) -> Judge | None:
+    """The stored judge; an index built before the judge has none and keeps its score threshold."""
+    if JUDGE not in manifest.get("files", {}):
+        return None
+    try:
+        return Judge.from_dict(json.loads((folder / JUDGE).read_text(encoding="utf-8")))
+    except (OSError, ValueError) as exc:
+        raise IndexLoadError(f"{folder}: cannot use {JUDGE} ({exc}); rebuild the index") from None

@@ -1,0 +1,1 @@
+"""Integrations with the tools chatbot teams already run: Dify's External Knowledge API, MCP tools."""

@@ -1,0 +1,362 @@
+"""Training the judge at build time, from the corpus itself and its labelled queries.
+
+Examples are rounds of "a query, its first candidates, which of them is right":
+
+* every question and paraphrase against the index without that one text (its entry is
+  right), and against the index without its whole entry (nothing is right: the case of a
+  question the FAQ does not answer, which a hotline cannot see in the corpus otherwise;
+  that entry's labelled queries then count as unanswerable too);
+* every negative example (its entry is wrong; the example itself is left out of the
+  negatives the features look at);
+* the labelled queries, when the corpus has them (each left out of the memory the
+  features compare with);
+* for every right answer, copies naming a level or certificate kind no text names: wrong.
+
+Calibration, the no-match threshold, the ambiguity margin and the choice to reorder are
+made on held-out predictions: labelled queries predicted by models trained without their
+fold (or, without labelled queries, corpus questions predicted without their entry's fold).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .evaluation import LabelledQuery
+from .judge import FEATURES, JUDGED, QUESTION_FIELDS, Candidate, Judge, LeftOut, closer_to_negatives
+from .normalize import normalize
+from .scoring import best_per_entry
+
+FOLDS = 5
+MAX_CORPUS_QUERIES = 4000  # corpus questions used per round type; enough for a 20-weight model
+ISOTONIC_MIN = 200  # calibration points below which a logistic (Platt) curve is fitted instead
+MAX_REFUSED = 0.05  # share of right first answers the threshold may refuse
+MAX_FLAGGED = 0.10  # share of right first answers the ambiguity margin may flag
+CHUNK = 256
+FLOOR_QUANTILE = 0.01  # right first answers the score floor may refuse
+
+
+@dataclass
+class Round:
+    """One query's judged candidates, their features and labels."""
+
+    features: np.ndarray  # (candidates, FEATURES)
+    labels: np.ndarray  # 1 where the candidate is a right answer
+    kind: str  # "present" | "absent" | "negative" | "labelled"
+    fold: int
+
+
+def train_judge(searcher, labelled: Sequence[LabelledQuery] = (), *, progress: bool = True,
+                seed: int = 0) -> Judge:
+    """Fit the judge of ``searcher``'s index (which must not have one yet)."""
+    from threadpoolctl import threadpool_limits  # scikit-learn's own dependency
+
+    # Small matrix products: BLAS threads only contend with each other (and the encoder), measured 5x slower.
+    with threadpool_limits(1):
+        return _train(searcher, labelled, progress, seed)
+
+
+def _train(searcher, labelled: Sequence[LabelledQuery], progress: bool, seed: int) -> Judge:
+    started = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    rounds = _corpus_rounds(searcher, rng, progress) + _negative_rounds(searcher) + _labelled_rounds(searcher, labelled)
+    rounds += _contrastive_copies(rounds)
+    has_labelled = any(r.kind == "labelled" for r in rounds)
+    params = _fit([r for r in rounds if len(r.labels)])
+    held_out = _held_out_predictions(rounds, ("labelled",) if has_labelled else ("present", "absent"), params)
+    curve_x, curve_y = _calibration_curve(held_out)
+    reorder = _reorder_helps(held_out)
+    confidences = np.interp([h.top(reorder)[0] for h in held_out], curve_x, curve_y)
+    threshold, margin = (None, 0.0)
+    if has_labelled:
+        threshold, margin = _decision_limits(held_out, confidences, reorder)
+    mean, scale, weights, bias = params
+    floor = _score_floor(rounds)
+    summary = _summary(rounds, held_out, reorder, threshold, margin, floor, time.perf_counter() - started)
+    return Judge(mean, scale, weights, bias, curve_x, curve_y, threshold, margin, reorder, JUDGED, summary, floor)
+
+
+# --- examples ---------------------------------------------------------------------------------------
+
+
+def _judge_round(searcher, text: str, vector: np.ndarray, dense_ids: np.ndarray, lexical_all: np.ndarray,
+                 k: int, hidden: LeftOut | None = None, left_out_negative: int | None = None):
+    """The judged candidates of one query (entry numbers) and their features, with ``hidden`` hidden."""
+    text_ids, fused, dense, lexical = searcher.hybrid_candidates(vector, dense_ids, lexical_all, k,
+                                                                 None if hidden is None else hidden.mask)
+    top = best_per_entry(fused, text_ids, searcher.text_entry, JUDGED)
+    candidates = [Candidate(entry, value, text_id) for entry, value, text_id in top]
+    if not candidates:
+        return [], np.zeros((0, len(FEATURES)))
+    features, _ = searcher.judge_features(text, vector, candidates, text_ids, dense, lexical, hidden,
+                                          left_out_negative)
+    return [c.entry for c in candidates], features
+
+
+def _dense_top(scores: np.ndarray, k: int) -> np.ndarray:
+    k = min(k, len(scores))
+    return np.argpartition(-scores, k - 1)[:k]
+
+
+def _corpus_rounds(searcher, rng: np.random.Generator, progress: bool) -> list[Round]:
+    """Each (sampled) question and paraphrase without itself, and without its entry."""
+    index, context = searcher.index, searcher.judge_context
+    text_entry = searcher.text_entry
+    query_ids = np.array([i for i, t in enumerate(index.texts) if t.field in QUESTION_FIELDS], dtype=np.int64)
+    if len(query_ids) > MAX_CORPUS_QUERIES:
+        query_ids = np.sort(rng.choice(query_ids, MAX_CORPUS_QUERIES, replace=False))
+    matrix = index.vectors.reconstruct_n(0, index.vectors.ntotal)
+    k = min(len(matrix), max(2, JUDGED) * searcher.texts_per_entry)
+    rounds = []
+    for start in tqdm(range(0, len(query_ids), CHUNK), desc="judge: corpus questions", unit="batch",
+                      disable=not progress):
+        chunk = query_ids[start:start + CHUNK]
+        all_dense = matrix[chunk] @ matrix.T
+        for text_id, dense_row in zip(chunk, all_dense):
+            entry = int(text_entry[text_id])
+            text, vector = index.texts[text_id].norm, matrix[text_id]
+            lexical_all = searcher.lexical.scores(text)
+            own = text_entry == entry
+            hide = {"present": LeftOut(context, np.arange(len(matrix)) == text_id),
+                    "absent": LeftOut(context, own, missing_entry=entry)}  # its labelled queries: unanswerable
+            for kind, hidden in hide.items():
+                if kind == "present" and own.sum() < 2:
+                    continue  # the entry has no other text to be found by
+                row = np.where(hidden.mask, -np.inf, dense_row)
+                entries, features = _judge_round(searcher, text, vector, _dense_top(row, k),
+                                                 np.where(hidden.mask, 0.0, lexical_all), k, hidden)
+                labels = np.array([e == entry for e in entries], dtype=np.float64) if kind == "present" \
+                    else np.zeros(len(entries))
+                rounds.append(Round(features, labels, kind, entry % FOLDS))
+    return rounds
+
+
+def _negative_rounds(searcher) -> list[Round]:
+    """Each negative example against the whole index: its entry is wrong for it."""
+    index = searcher.index
+    if not index.negatives:
+        return []
+    asked = {}  # a negative that is also a question of another entry is right there
+    for text in index.texts:
+        if text.field in QUESTION_FIELDS:
+            asked.setdefault(text.norm, set()).add(text.entry)
+    k = min(index.vectors.ntotal, max(2, JUDGED) * searcher.texts_per_entry)
+    rounds = []
+    vectors = index.negative_vectors
+    _, all_ids = index.vectors.search(vectors, k)
+    for row, ((entry, _, norm), vector, dense_ids) in enumerate(zip(index.negatives, vectors, all_ids)):
+        entries, features = _judge_round(searcher, norm, vector, dense_ids, searcher.lexical.scores(norm), k,
+                                         left_out_negative=row)
+        labels = np.array([e in asked.get(norm, ()) and e != entry for e in entries], dtype=np.float64)
+        rounds.append(Round(features, labels, "negative", entry % FOLDS))
+    return rounds
+
+
+def _labelled_rounds(searcher, labelled: Sequence[LabelledQuery]) -> list[Round]:
+    """Each labelled query against the whole index (out-of-domain ones: nothing is right)."""
+    if not labelled:
+        return []
+    index = searcher.index
+    ids = {entry.id: number for number, entry in enumerate(index.entries)}
+    texts = [normalize(q.query) for q in labelled]
+    vectors = searcher.encoder.encode_queries(texts)
+    k = min(index.vectors.ntotal, max(2, JUDGED) * searcher.texts_per_entry)
+    _, all_ids = index.vectors.search(vectors, k)
+    rounds = []
+    nothing = np.zeros(len(index.texts), dtype=bool)
+    for position, (query, text, vector, dense_ids) in enumerate(zip(labelled, texts, vectors, all_ids)):
+        # The query itself is in the memory (the build stored it): leave it out, as an unseen query would be.
+        hidden = LeftOut(searcher.judge_context, nothing, memory_row=position) if index.labelled else None
+        entries, features = _judge_round(searcher, text, vector, dense_ids, searcher.lexical.scores(text), k, hidden)
+        gold = ids.get(query.faq_id, -1)
+        rounds.append(Round(features, np.array([e == gold for e in entries], dtype=np.float64), "labelled",
+                            position % FOLDS))
+    return rounds
+
+
+def _contrastive_copies(rounds: Sequence[Round]) -> list[Round]:
+    """For every right answer, copies asking about a level or a certificate kind that no text of the
+    index names (二级 in a 一级 FAQ, 安全员 in a 建造师 FAQ): wrong, whatever the cosines say.
+
+    A small FAQ rarely shows such questions, yet they are the look-alikes a hotline must not
+    answer; the copies give the judge that prior (see FEATURES: level_*, kind_*).
+    """
+    shifts = [{"level_query_only": 1.0, "level_unknown": 1.0}, {"kind_query_only": 1.0, "kind_unknown": 1.0}]
+    copies = []
+    for r in rounds:
+        if r.kind not in ("present", "labelled") or not r.labels.any():
+            continue
+        right = r.features[r.labels == 1][:1]
+        for shift in shifts:
+            copy = right.copy()
+            for name, value in shift.items():
+                copy[0, FEATURES.index(name)] += value
+            copies.append(Round(copy, np.zeros(1), "contrast", r.fold))
+    return copies
+
+
+# --- fitting ----------------------------------------------------------------------------------------
+
+
+def _fit(rounds: Sequence[Round], start: tuple | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Standardisation and logistic weights fitted on every candidate of ``rounds``.
+
+    ``start``: a fit on similar rounds to start from (the held-out folds start from the full fit).
+    """
+    from sklearn.linear_model import LogisticRegression  # only builds need scikit-learn loaded
+
+    features = np.concatenate([r.features for r in rounds])
+    labels = np.concatenate([r.labels for r in rounds])
+    mean = features.mean(axis=0)
+    scale = features.std(axis=0)
+    scale[scale < 1e-9] = 1.0
+    if labels.min() == labels.max():  # one class only (a corpus of one entry): a constant judge
+        return mean, scale, np.zeros(len(FEATURES)), float(np.log((labels.mean() + 1e-3) / (1 - labels.mean() + 1e-3)))
+    model = LogisticRegression(C=1.0, max_iter=2000, warm_start=start is not None)
+    if start is not None:  # the same solution, expressed in this standardisation
+        start_mean, start_scale, start_weights, start_bias = start
+        model.coef_ = (start_weights / start_scale * scale)[None, :]
+        model.intercept_ = np.array([start_bias - np.sum(start_weights * (start_mean - mean) / start_scale)])
+    model.fit((features - mean) / scale, labels)
+    return mean, scale, model.coef_[0].astype(np.float64), float(model.intercept_[0])
+
+
+@dataclass
+class HeldOut:
+    """A held-out round with the probabilities of a judge that never saw it."""
+
+    probabilities: np.ndarray  # per candidate, in score order; 0 where closer to a negative
+    labels: np.ndarray
+    in_domain: bool
+
+    def order(self, reorder: bool) -> np.ndarray:
+        return np.argsort(-self.probabilities, kind="stable") if reorder else np.arange(len(self.labels))
+
+    def top(self, reorder: bool) -> tuple[float, float | None, bool]:
+        """(probability of the first candidate, of the second, is the first right)."""
+        order = self.order(reorder)
+        second = float(self.probabilities[order[1]]) if len(order) > 1 else None
+        return float(self.probabilities[order[0]]), second, bool(self.labels[order[0]])
+
+
+def _predict(params, features: np.ndarray) -> np.ndarray:
+    mean, scale, weights, bias = params
+    z = ((features - mean) / scale) @ weights + bias
+    probabilities = 1.0 / (1.0 + np.exp(-np.clip(z, -30, 30)))
+    return np.where(closer_to_negatives(features), 0.0, probabilities)
+
+
+def _held_out_predictions(rounds: Sequence[Round], kinds: tuple[str, ...], start: tuple | None = None) -> list[HeldOut]:
+    """Predictions for every round of ``kinds``, each by a judge fitted without that round's fold.
+
+    A corpus question's fold is its entry's, so "without its entry" is really unseen.
+    """
+    held = []
+    for fold in range(FOLDS):
+        train = [r for r in rounds if len(r.labels) and not (r.kind in kinds and r.fold == fold)]
+        test = [r for r in rounds if len(r.labels) and r.kind in kinds and r.fold == fold]
+        if not test or not train:
+            continue
+        params = _fit(train, start)
+        held += [HeldOut(_predict(params, r.features), r.labels, r.kind == "present" or bool(r.labels.any()))
+                 for r in test]
+    return held
+
+
+def _calibration_curve(held_out: Sequence[HeldOut]) -> tuple[np.ndarray, np.ndarray]:
+    """Raw probability of the first candidate -> chance it is right: isotonic, or Platt on few points."""
+    from sklearn.isotonic import IsotonicRegression
+    from sklearn.linear_model import LogisticRegression
+
+    if not held_out:
+        grid = np.linspace(0.0, 1.0, 11)
+        return grid, grid
+    tops = [h.top(True) for h in held_out]
+    x = np.array([t[0] for t in tops])
+    y = np.array([t[2] for t in tops], dtype=np.float64)
+    if y.min() == y.max():
+        return np.array([0.0, 1.0]), np.array([y[0], y[0]])
+    if len(x) >= ISOTONIC_MIN:
+        isotonic = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(x, y)
+        return np.asarray(isotonic.X_thresholds_, dtype=np.float64), np.asarray(isotonic.y_thresholds_, dtype=np.float64)
+    logit = lambda p: np.log(np.clip(p, 1e-6, 1 - 1e-6) / (1 - np.clip(p, 1e-6, 1 - 1e-6)))  # noqa: E731
+    platt = LogisticRegression(C=1.0).fit(logit(x)[:, None], y)
+    grid = np.linspace(0.0, 1.0, 101)
+    return grid, platt.predict_proba(logit(grid)[:, None])[:, 1]
+
+
+def _reorder_helps(held_out: Sequence[HeldOut]) -> bool:
+    """Reorder by the judge only if that puts the right entry first more often than the score order."""
+    in_domain = [h for h in held_out if h.in_domain]
+    by_judge = sum(h.top(True)[2] for h in in_domain)
+    by_score = sum(h.top(False)[2] for h in in_domain)
+    return by_judge > by_score
+
+
+def _decision_limits(held_out: Sequence[HeldOut], confidences: np.ndarray, reorder: bool) -> tuple[float, float]:
+    """The no-match threshold on confidence and the ambiguity margin, chosen on held-out predictions.
+
+    As for the score threshold (:func:`retriever.evaluation.calibrate`), with "right first
+    answer" in place of "in domain": the threshold refusing most wrong-or-unanswerable
+    first answers minus right ones, refusing at most ``MAX_REFUSED`` of the right ones;
+    then the margin of top-1 minus top-2 probability separating wrong from right the same
+    way among the answered, flagging at most ``MAX_FLAGGED`` of the right ones.
+    """
+    tops = [h.top(reorder) for h in held_out]
+    right = np.array([t[2] for t in tops], dtype=bool)
+    gaps = np.array([t[0] - t[1] if t[1] is not None else np.inf for t in tops])
+    best_t, best_gain = 0.0, -np.inf
+    for t in _midpoints(np.concatenate([[0.0], confidences])):
+        refused = confidences < t
+        right_refused = refused[right].mean() if right.any() else 0.0
+        gain = (refused[~right].mean() if (~right).any() else 0.0) - right_refused
+        if right_refused <= MAX_REFUSED and gain > best_gain:
+            best_t, best_gain = float(t), gain
+    answered = (confidences >= best_t) & np.isfinite(gaps)
+    good = right[answered]
+    best_m, best_gain = 0.0, 0.0
+    if good.any() and (~good).any():
+        for m in _midpoints(gaps[answered]):
+            flagged = gaps[answered] < m
+            gain = flagged[~good].mean() - flagged[good].mean()
+            if flagged[good].mean() <= MAX_FLAGGED and gain > best_gain:
+                best_m, best_gain = float(m), gain
+    return float(best_t), float(best_m)
+
+
+def _score_floor(rounds: Sequence[Round]) -> float | None:
+    """A low percentile of the ranking scores of right first answers among the labelled queries."""
+    column = FEATURES.index("score")
+    scores = [r.features[0, column] for r in rounds if r.kind == "labelled" and len(r.labels) and r.labels[0]]
+    return float(np.quantile(scores, FLOOR_QUANTILE)) if scores else None
+
+
+def _midpoints(values: np.ndarray) -> np.ndarray:
+    """Candidate cut points halfway between distinct values (a rounded cut never lands on a plateau)."""
+    unique = np.unique(values)
+    return np.concatenate([[unique[0]], (unique[:-1] + unique[1:]) / 2])
+
+
+def _summary(rounds: Sequence[Round], held_out: Sequence[HeldOut], reorder: bool, threshold: float | None,
+             margin: float, floor: float | None, seconds: float) -> dict:
+    """For the manifest: the examples, the held-out top-1 by score and by judge, the limits chosen."""
+    in_domain = [h for h in held_out if h.in_domain]
+
+    def top1(by_judge: bool) -> float | None:
+        return round(float(np.mean([h.top(by_judge)[2] for h in in_domain])), 4) if in_domain else None
+
+    return {
+        "rounds": {kind: sum(1 for r in rounds if r.kind == kind)
+                   for kind in ("present", "absent", "negative", "labelled", "contrast")},
+        "held_out": len(held_out),
+        "held_out_top1_by_score": top1(False),
+        "held_out_top1_by_judge": top1(True),
+        "reorder": reorder,
+        "threshold": None if threshold is None else round(threshold, 6),
+        "ambiguity_margin": round(margin, 6),
+        "score_floor": None if floor is None else round(floor, 6),
+        "seconds": round(seconds, 2),
+    }
