@@ -8,7 +8,7 @@ INDEX  ?= index/
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install index serve test bench browser-deps package-check clean
+.PHONY: install index serve test bench browser-deps redis-deps package-check clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ BROWSER_PACKAGES := chromium chromium-driver fonts-wqy-microhei
 browser-deps:
 	@dpkg -s $(BROWSER_PACKAGES) >/dev/null 2>&1 || { apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BROWSER_PACKAGES); }
+
+# Debian's Redis server for the shared rate-limit test (root); the test starts its own on a free port.
+redis-deps:
+	@command -v redis-server >/dev/null 2>&1 || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server; }
 
 # The package installs on its own: `pip install .` in a fresh venv, then the console script answers.
 package-check:

@@ -27,7 +27,7 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -335,8 +335,7 @@ def _write_row(row: dict, summary: ClassifySummary, output: PartialWriter, rejec
     summary.decisions[record["decision"]] += 1
 
 
-def _write_all(batches: Iterator[pa.Table], out: Path, rejects: Path,
-               after_batch: Callable[[ClassifySummary, int], None]) -> ClassifySummary:
+def _write_all(batches: Iterator[pa.Table], out: Path, rejects: Path, bar: tqdm) -> ClassifySummary:
     """Write every row, in input order, to the partial files; put them in place when all are written."""
     summary, writers = ClassifySummary(), []
     try:
@@ -347,7 +346,7 @@ def _write_all(batches: Iterator[pa.Table], out: Path, rejects: Path,
         for batch in batches:
             for row in batch.to_pylist():
                 _write_row(row, summary, output, rejected)
-            after_batch(summary, batch.num_rows)
+            bar.update(batch.num_rows)
         output.finish()
         rejected.finish()
     except BaseException:
@@ -399,13 +398,12 @@ def classify_on_ray(index: str | Path, input_path: str | Path, out: str | Path, 
                     mode: str | None = None, input_format: str | None = None, id_column: str | None = "id",
                     text_column: str = "text", rejects: str | Path | None = None, threshold: float | None = None,
                     batch_size: int = 256, max_chars: int = 500, address: str | None = None,
-                    actors: int | None = None, progress: bool = True,
-                    on_batch: Callable[[ClassifySummary], None] | None = None) -> tuple[ClassifySummary, dict]:
+                    actors: int | None = None, progress: bool = True) -> tuple[ClassifySummary, dict]:
     """Classify every row of ``input_path`` into ``out`` on Ray, as ``classify_file`` does locally.
 
     ``address``: a Ray head (``HOST:PORT`` or ``auto``); None starts Ray on this machine (or uses the
     caller's open session). ``actors``: model copies, one CPU each (default: the cluster's CPUs).
-    ``on_batch`` is called with the summary so far after each batch is written. Returns the summary and the calibration of the index version used (for the report).
+    Returns the summary and the calibration of the index version used (for the report).
     """
     source, out = str(input_path), Path(out)
     rejects = Path(rejects) if rejects else rejects_path_for(out)
@@ -428,10 +426,5 @@ def classify_on_ray(index: str | Path, input_path: str | Path, out: str | Path, 
             compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=min(1.0, _cluster_cpus() / actors))
         with tqdm(total=_expected_rows(source, input_format), desc=f"classifying on {actors} Ray actor(s)",
                   unit=" rows", disable=not progress) as bar:
-            def after_batch(done: ClassifySummary, size: int) -> None:
-                bar.update(size)
-                if on_batch is not None:
-                    on_batch(done)
-
-            summary = _write_all(_results(classified), out, rejects, after_batch)
+            summary = _write_all(_results(classified), out, rejects, bar)
     return summary, calibration

