@@ -122,14 +122,20 @@ class Server:
 
 
 def _send(connection: http.client.HTTPConnection, path: str) -> tuple[http.client.HTTPConnection, bool]:
-    try:
-        connection.request("GET", path)
-        response = connection.getresponse()
-        response.read()
-        return connection, response.status == 200
-    except (OSError, http.client.HTTPException):
-        connection.close()
-        return http.client.HTTPConnection(connection.host, connection.port, timeout=60), False
+    """One GET; a connection the server closed while idle (keepalive 5 s) is reopened and the request sent again."""
+    for attempt in range(2):
+        try:
+            connection.request("GET", path)
+            response = connection.getresponse()
+            response.read()
+            return connection, response.status == 200
+        except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+            connection.close()
+            connection = http.client.HTTPConnection(connection.host, connection.port, timeout=60)
+        except (OSError, http.client.HTTPException):
+            break
+    connection.close()
+    return http.client.HTTPConnection(connection.host, connection.port, timeout=60), False
 
 
 def closed_loop_capacity(port: int, queries: list[str], clients: int, seconds: float) -> float:

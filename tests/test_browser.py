@@ -6,6 +6,7 @@ Skipped with the reason when Chromium or Playwright is missing, unless RETRIEVER
 import http.server
 import json
 import os
+import re
 import shutil
 import threading
 import urllib.parse
@@ -229,3 +230,28 @@ def test_workbench_editor_assigns_a_group_publishes_and_the_query_is_answered(br
     context.close()
     vote = json.loads((tmp_path / "feedback.jsonl").read_text(encoding="utf-8").splitlines()[-1])
     assert vote["query"] == UNMATCHED and vote["faq_id"] == "cancel-02" and vote["helpful"] is True
+
+
+# --- collections: the page lets a person pick one when the service serves several ---------------
+
+
+def test_the_page_offers_the_collections_and_searches_the_one_picked(page, encoder, tmp_path):
+    from retriever.pipeline import build_from_corpus
+    from retriever.store.collections import collection_root
+
+    data = REPO / "tests" / "data" / "collections"
+    for name in ("shebao", "gongjijin"):
+        build_from_corpus(data / f"{name}.yaml", collection_root(tmp_path, name), encoder, progress=False)
+    with running_server(tmp_path, env={"RETRIEVER_DEFAULT_COLLECTION": "shebao"}) as (url, _):
+        page.goto(url + "/")
+        picker = page.locator("#collection")
+        expect(picker.locator("option")).to_have_count(2, timeout=10_000)
+        expect(picker).to_have_value("shebao")  # the service's default is preselected
+        box = page.get_by_role("searchbox")
+        box.press_sequentially("公积金能贷多少钱", delay=20)
+        first = page.locator("#results li").first
+        expect(first).to_have_attribute("data-faq-id", re.compile(r"^sb-"), timeout=10_000)  # 社保 entries only
+        picker.select_option("gongjijin")
+        expect(page.locator("#results li").first).to_have_attribute("data-faq-id", "gjj-02", timeout=10_000)
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "search-page-collections.png"), full_page=True)

@@ -66,10 +66,21 @@ def _require_token() -> None:
 
 @bp.post("/admin/reload")
 def reload():
-    """Load the index's current version beside the served one and swap, in every worker of the server."""
+    """Load each collection's current version beside the served one and swap, in every worker of the server.
+
+    One collection: its outcome. Several: ``{"collections": {name: outcome or {"error", "message"}}}``.
+    """
     _require_token()
-    try:
-        outcome = state().holder.reload_everywhere()
-    except ReloadRefused as exc:
-        raise ApiError(409, "reload_refused", exc.public) from None  # counted by the holder, logged with paths
-    return jsonify(outcome)
+    holders = state().collections.holders()
+    if len(holders) == 1:
+        try:
+            return jsonify(next(iter(holders.values())).reload_everywhere())
+        except ReloadRefused as exc:
+            raise ApiError(409, "reload_refused", exc.public) from None  # counted by the holder, logged with paths
+    outcomes = {}
+    for name, holder in holders.items():
+        try:
+            outcomes[name] = holder.reload_everywhere()
+        except ReloadRefused as exc:  # one collection's bad version leaves the others reloaded
+            outcomes[name] = {"error": "reload_refused", "message": exc.public}
+    return jsonify({"collections": outcomes})

@@ -84,17 +84,19 @@ _COLLECTION = {"name": "name", "in": "path", "required": True, "description": "a
 
 def _collection_paths(api: dict, error: dict) -> dict:
     """The /v1 routes for the default collection, the same per named collection, and the list of collections."""
-    paths = {"/v1/collections": {"get": {"summary": "The collections served (name, entries, version, model, mode, "
-                                                    "calibration) and the default one",
-                                         "responses": {"200": {"description": "collections and default"}}}}}
+    listing = {"/v1/collections": {"get": {"summary": "The collections served (name, entries, version, model, mode, "
+                                                      "calibration) and the default one",
+                                           "responses": {"200": {"description": "collections and default"}}}}}
+    paths, named_paths = {}, {}
     for path, operations in api.items():
         named = path.replace("/v1/", "/v1/collections/{name}/")
-        paths[path], paths[named] = {}, {}
+        paths[path], named_paths[named] = {}, {}
         for method, operation in operations.items():
             # 404 unknown_collection: a name that is not served, or no default among several collections.
             paths[path][method] = {**operation, "responses": {**operation["responses"], "404": error}}
-            paths[named][method] = {**paths[path][method], "summary": operation["summary"] + " in one collection",
-                                    "parameters": [_COLLECTION, *operation.get("parameters", [])]}
+            named_paths[named][method] = {**paths[path][method], "summary": operation["summary"] + " in one collection",
+                                          "parameters": [_COLLECTION, *operation.get("parameters", [])]}
+    paths = {**paths, **listing, **named_paths}  # the default collection's routes first, as the docs page shows them
     return paths
 
 
@@ -137,8 +139,11 @@ def _operations_paths(error: dict) -> dict:
         "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}},
         "/admin/reload": {"post": {"summary": "Load the current index version beside the served one and swap",
                                    "security": [{"bearer": []}],
-                                   "responses": {"200": {"description": "version, previous, changed"},
-                                                 **_errors(error, 401, 403, 409)}}},
+                                   "responses": {"200": {"description": "version, previous, changed, workers (pid, "
+                                                                        "version, ready, problem of each), all_workers; "
+                                                                        "with several collections, one such outcome "
+                                                                        "per collection under `collections`"},
+                                                 **_errors(error, 401, 403, 409, 429)}}},
     }
 
 

@@ -5,7 +5,8 @@
  *   <script src="https://faq.example.gov/widget.js" data-target="faq-search"></script>
  *
  * Optional attributes: data-api (base URL of the service; default: where this script came from),
- * data-top-k (default 5), data-placeholder, data-label (the box's label; "" hides it visually,
+ * data-collection (a named collection; default: the service's default), data-collections="pick" (a
+ * picker when the service serves several), data-top-k (default 5), data-placeholder, data-label (the box's label; "" hides it visually,
  * screen readers still read "常见问题搜索"), data-no-match (the message when nothing answers),
  * data-feedback ("off" hides the 有帮助/没帮助 buttons under an opened answer; they post to
  * /v1/feedback, which the service records when RETRIEVER_FEEDBACK_LOG is set). Another site needs
@@ -17,6 +18,10 @@
   var script = document.currentScript;
   var apiBase = (script.dataset.api || new URL(script.src, location.href).origin).replace(/\/$/, "");
   var topK = parseInt(script.dataset.topK || "5", 10);
+  // data-collection: search one named collection; data-collections="pick": let the reader choose
+  // among the service's collections when it serves more than one.
+  var collection = script.dataset.collection || "";
+  var PICK = script.dataset.collections === "pick";
   var DEBOUNCE_MS = 250;
   var FEEDBACK = script.dataset.feedback !== "off";
   var TEXT = {
@@ -68,6 +73,26 @@
     return node;
   }
 
+  // A <select> of the service's collections, shown only when there are several.
+  function addCollectionPicker(root, input, onChange) {
+    fetch(apiBase + "/v1/collections", { headers: { Accept: "application/json" } })
+      .then(function (response) { return response.ok ? response.json() : null; })
+      .then(function (body) {
+        if (!body || body.collections.length < 2) return;
+        var select = el("select", { id: "collection", "aria-label": "问题分类" });
+        body.collections.forEach(function (c) {
+          select.append(el("option", { value: c.name }, c.name + (c.entries ? "（" + c.entries + "）" : "")));
+        });
+        collection = collection || body.default;
+        select.value = body.collections.some(function (c) { return c.name === collection; })
+          ? collection : body.collections[0].name;
+        collection = select.value;
+        select.addEventListener("change", function () { collection = select.value; onChange(); });
+        root.insertBefore(select, input);
+      })
+      .catch(function () { /* no picker: the default collection is searched */ });
+  }
+
   function mount(host) {
     var root = host.attachShadow({ mode: "open" });
     var style = el("style", {}, STYLE);
@@ -77,6 +102,7 @@
     var status = el("div", { id: "status", class: "status", role: "status", "aria-live": "polite" });
     var list = el("ol", { id: "results", "aria-label": "搜索结果" });
     root.append(style, label, input, status, list);
+    if (PICK) addCollectionPicker(root, input, function () { if (input.value) search(input.value); });
 
     var timer = null;
     var inFlight = null;
@@ -147,7 +173,8 @@
       var controller = new AbortController();
       inFlight = controller;
       setStatus(TEXT.searching);
-      var url = apiBase + "/v1/search?q=" + encodeURIComponent(query) + "&top_k=" + topK;
+      var route = collection ? "/v1/collections/" + encodeURIComponent(collection) + "/search" : "/v1/search";
+      var url = apiBase + route + "?q=" + encodeURIComponent(query) + "&top_k=" + topK;
       fetch(url, { signal: controller.signal, headers: { Accept: "application/json" } })
         .then(function (response) {
           return response.json().catch(function () {
