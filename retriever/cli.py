@@ -356,7 +356,29 @@ def build_parser() -> argparse.ArgumentParser:
     model_default = os.environ.get("RETRIEVER_MODEL") or None
     parser = argparse.ArgumentParser(prog="python -m retriever", description="Semantic search over a Chinese FAQ.")
     commands = parser.add_subparsers(dest="command", required=True)
+    _add_build_parser(commands, index_default, model_default)
+    for name, func, help_text, add_options in (
+            ("search", cmd_search, "print the best entries for a query", _search_options),
+            ("evaluate", cmd_evaluate, "measure retrieval on labelled queries", _evaluate_options),
+            ("classify", cmd_classify, "map every inquiry of a file to an FAQ entry", _classify_options),
+            ("serve", cmd_serve, "serve the HTTP API", _serve_options)):
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument("--index", default=index_default, help="index folder (default: %(default)s)")
+        sub.add_argument("--model", default=model_default,
+                         help="model to embed queries with (default: the one that built the index)")
+        sub.add_argument("--mode", choices=MODES, help="retrieval mode (default: the index's)")
+        sub.set_defaults(func=func)
+        add_options(sub)
+    _add_corpus_parser(commands)
+    _add_rollback_parser(commands, index_default)
+    _add_mcp_parser(commands, index_default, model_default)
+    for name in ("build", "rollback", "search", "evaluate", "classify"):
+        commands.choices[name].add_argument(
+            "--collection", help="a named collection under the index folder (default: the folder's own)")
+    return parser
 
+
+def _add_build_parser(commands, index_default: str, model_default: str | None) -> None:
     build = commands.add_parser("build", help="embed a corpus into a new index version")
     build.add_argument("--corpus", default="corpus", help="corpus file or folder (default: corpus)")
     build.add_argument("--out", default=index_default, help="index folder (default: %(default)s)")
@@ -376,58 +398,62 @@ def build_parser() -> argparse.ArgumentParser:
                             "version (recorded in the manifest)")
     build.set_defaults(func=cmd_build)
 
-    for name, func, help_text in (("search", cmd_search, "print the best entries for a query"),
-                                  ("evaluate", cmd_evaluate, "measure retrieval on labelled queries"),
-                                  ("classify", cmd_classify, "map every inquiry of a file to an FAQ entry"),
-                                  ("serve", cmd_serve, "serve the HTTP API")):
-        sub = commands.add_parser(name, help=help_text)
-        sub.add_argument("--index", default=index_default, help="index folder (default: %(default)s)")
-        sub.add_argument("--model", default=model_default,
-                         help="model to embed queries with (default: the one that built the index)")
-        sub.add_argument("--mode", choices=MODES, help="retrieval mode (default: the index's)")
-        sub.set_defaults(func=func)
-        if name == "search":
-            sub.add_argument("query")
-            sub.add_argument("--top-k", type=_top_k, default=DEFAULT_TOP_K)
-            sub.add_argument("--threshold", type=float, help="no-match threshold instead of the calibrated one")
-            sub.add_argument("--json", action="store_true", help="print JSON")
-        elif name == "classify":
-            sub.add_argument("input", help="CSV (with a header), JSON Lines, or text (one inquiry a line)")
-            sub.add_argument("--out", required=True, help="output file: .csv or .jsonl")
-            sub.add_argument("--format", choices=("csv", "jsonl", "text", "parquet"),
-                             help="input format (default: by suffix; parquet needs --engine ray)")
-            sub.add_argument("--text-column", default="text", help="CSV column / JSON field of the text")
-            sub.add_argument("--id-column", default="id",
-                             help="CSV column / JSON field of the id ('' for line numbers)")
-            sub.add_argument("--rejects", help="rows that cannot be read (default: OUT_STEM.rejects.jsonl)")
-            sub.add_argument("--threshold", type=float, help="no-match threshold instead of the calibrated one")
-            sub.add_argument("--batch-size", type=_positive, default=256)
-            sub.add_argument("--resume", action="store_true", help="continue an interrupted run of the same input")
-            sub.add_argument("--report", help="also write an HTML report here")
-            sub.add_argument("--quiet", action="store_true", help="no progress bar")
-            sub.add_argument("--engine", choices=("local", "ray"), default="local",
-                             help="local (default): this process; ray: an actor pool on Ray Data, reads Parquet too")
-            sub.add_argument("--ray-address", help="Ray head HOST:PORT or auto (default: start Ray on this machine)")
-            sub.add_argument("--actors", type=_positive,
-                             help="model copies on Ray, one CPU each (default: the cluster's CPUs)")
-        elif name == "evaluate":
-            sub.add_argument("--queries", required=True,
-                             help='labelled queries, JSON Lines: {"query": "...", "faq_id": "..." | null}')
-            sub.add_argument("--json", action="store_true", help="print JSON")
-            sub.add_argument("--report", help="write an HTML page with the decisions and reliability diagrams")
-        else:
-            sub.add_argument("--host", default="127.0.0.1")
-            sub.add_argument("--port", type=int, default=8000)
-            sub.add_argument("--workers", type=_positive, default=ServerSettings.workers,
-                             help="gunicorn worker processes (default: one per core, %(default)s)")
-            sub.add_argument("--threads", type=_positive, default=8, help="threads per worker (default: 8)")
-            sub.add_argument("--timeout", type=_positive, default=60, help="worker timeout, seconds (default: 60)")
-            sub.add_argument("--worker-class", choices=WORKER_CLASSES, default=ServerSettings.worker_class,
-                             help="gevent (default): slow clients cost no thread; gthread: threads read requests "
-                                  "themselves, safe only behind a buffering proxy (deploy/nginx.conf)")
-            sub.add_argument("--debug", action="store_true", help="Flask's development server in debug mode")
-            sub.add_argument("--corpus", help="the served corpus folder: page titles (collection.yaml), and what "
-                                              "the workbench edits (default: RETRIEVER_CORPUS, else ./corpus)")
+
+def _search_options(sub: argparse.ArgumentParser) -> None:
+    """Options of `search`."""
+    sub.add_argument("query")
+    sub.add_argument("--top-k", type=_top_k, default=DEFAULT_TOP_K)
+    sub.add_argument("--threshold", type=float, help="no-match threshold instead of the calibrated one")
+    sub.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _classify_options(sub: argparse.ArgumentParser) -> None:
+    """Options of `classify`."""
+    sub.add_argument("input", help="CSV (with a header), JSON Lines, or text (one inquiry a line)")
+    sub.add_argument("--out", required=True, help="output file: .csv or .jsonl")
+    sub.add_argument("--format", choices=("csv", "jsonl", "text", "parquet"),
+                     help="input format (default: by suffix; parquet needs --engine ray)")
+    sub.add_argument("--text-column", default="text", help="CSV column / JSON field of the text")
+    sub.add_argument("--id-column", default="id",
+                     help="CSV column / JSON field of the id ('' for line numbers)")
+    sub.add_argument("--rejects", help="rows that cannot be read (default: OUT_STEM.rejects.jsonl)")
+    sub.add_argument("--threshold", type=float, help="no-match threshold instead of the calibrated one")
+    sub.add_argument("--batch-size", type=_positive, default=256)
+    sub.add_argument("--resume", action="store_true", help="continue an interrupted run of the same input")
+    sub.add_argument("--report", help="also write an HTML report here")
+    sub.add_argument("--quiet", action="store_true", help="no progress bar")
+    sub.add_argument("--engine", choices=("local", "ray"), default="local",
+                     help="local (default): this process; ray: an actor pool on Ray Data, reads Parquet too")
+    sub.add_argument("--ray-address", help="Ray head HOST:PORT or auto (default: start Ray on this machine)")
+    sub.add_argument("--actors", type=_positive,
+                     help="model copies on Ray, one CPU each (default: the cluster's CPUs)")
+
+
+def _evaluate_options(sub: argparse.ArgumentParser) -> None:
+    """Options of `evaluate`."""
+    sub.add_argument("--queries", required=True,
+                     help='labelled queries, JSON Lines: {"query": "...", "faq_id": "..." | null}')
+    sub.add_argument("--json", action="store_true", help="print JSON")
+    sub.add_argument("--report", help="write an HTML page with the decisions and reliability diagrams")
+
+
+def _serve_options(sub: argparse.ArgumentParser) -> None:
+    """Options of `serve`."""
+    sub.add_argument("--host", default="127.0.0.1")
+    sub.add_argument("--port", type=int, default=8000)
+    sub.add_argument("--workers", type=_positive, default=ServerSettings.workers,
+                     help="gunicorn worker processes (default: one per core, %(default)s)")
+    sub.add_argument("--threads", type=_positive, default=8, help="threads per worker (default: 8)")
+    sub.add_argument("--timeout", type=_positive, default=60, help="worker timeout, seconds (default: 60)")
+    sub.add_argument("--worker-class", choices=WORKER_CLASSES, default=ServerSettings.worker_class,
+                     help="gevent (default): slow clients cost no thread; gthread: threads read requests "
+                          "themselves, safe only behind a buffering proxy (deploy/nginx.conf)")
+    sub.add_argument("--debug", action="store_true", help="Flask's development server in debug mode")
+    sub.add_argument("--corpus", help="the served corpus folder: page titles (collection.yaml), and what "
+                                      "the workbench edits (default: RETRIEVER_CORPUS, else ./corpus)")
+
+
+def _add_corpus_parser(commands) -> None:
     corpus = commands.add_parser("corpus", help="import a spreadsheet into the corpus, or export the corpus to one")
     corpus.set_defaults(func=cmd_corpus)
     corpus_commands = corpus.add_subparsers(dest="corpus_command", required=True)
@@ -443,14 +469,13 @@ def build_parser() -> argparse.ArgumentParser:
     sheet_out.add_argument("corpus", help="corpus file or folder")
     sheet_out.add_argument("--out", required=True, help="the sheet to write: .xlsx or .csv")
     sheet_out.add_argument("--headers", choices=("en", "zh"), default="en", help="header language (default: en)")
+
+
+def _add_rollback_parser(commands, index_default: str) -> None:
     rollback = commands.add_parser("rollback", help="point the index at the previous version")
     rollback.add_argument("--index", default=index_default, help="index folder (default: %(default)s)")
     rollback.add_argument("--to", help="a version name (default: the one before the current)")
     rollback.set_defaults(func=cmd_rollback)
-    _add_mcp_parser(commands, index_default, model_default)
-    for sub in (build, rollback, *(commands.choices[name] for name in ("search", "evaluate", "classify"))):
-        sub.add_argument("--collection", help="a named collection under the index folder (default: the folder's own)")
-    return parser
 
 
 def _add_mcp_parser(commands, index_default: str, model_default: str | None) -> None:

@@ -281,7 +281,8 @@ def _calibration_curve(held_out: Sequence[HeldOut]) -> tuple[np.ndarray, np.ndar
         return np.array([0.0, 1.0]), np.array([y[0], y[0]])
     if len(x) >= ISOTONIC_MIN:
         isotonic = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(x, y)
-        return np.asarray(isotonic.X_thresholds_, dtype=np.float64), np.asarray(isotonic.y_thresholds_, dtype=np.float64)
+        return (np.asarray(isotonic.X_thresholds_, dtype=np.float64),
+                np.asarray(isotonic.y_thresholds_, dtype=np.float64))
     logit = lambda p: np.log(np.clip(p, 1e-6, 1 - 1e-6) / (1 - np.clip(p, 1e-6, 1 - 1e-6)))  # noqa: E731
     platt = LogisticRegression(C=1.0).fit(logit(x)[:, None], y)
     grid = np.linspace(0.0, 1.0, 101)

@@ -1,5 +1,8 @@
 """/metrics adds up every gunicorn worker (prometheus-client multiprocess mode): a real `serve --workers 2`."""
+import os
 import re
+import subprocess
+import sys
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -24,9 +27,18 @@ def _search_requests(text: str) -> float:
                re.findall(r'^retriever_requests_total\{[^}]*route="/v1/search"[^}]*\} (\S+)$', text, re.M))
 
 
+def _stale_counts(folder) -> None:
+    code = ("from prometheus_client import Counter; Counter('retriever_requests', '', ['route', 'method', 'status'])"
+            ".labels('/v1/search', 'GET', '200').inc(100)")
+    subprocess.run([sys.executable, "-c", code], env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(folder)},
+                   check=True, timeout=60)
+    assert list(folder.glob("counter_*.db"))
+
+
 def test_counters_are_the_sum_over_workers_at_every_scrape(seed_index, tmp_path):
     folder = tmp_path / "prometheus"
     folder.mkdir()
+    _stale_counts(folder)  # an earlier run's: the server empties the folder at start
     sent, seen, decisions = 0, [], None
     with running_server(seed_index, env={"PROMETHEUS_MULTIPROC_DIR": str(folder), "RETRIEVER_RATE_LIMIT": ""},
                         workers=2) as (url, _):

@@ -71,11 +71,12 @@ def search(name: str | None = None):
         parsed = shared.schemas.search.model_validate(_search_params(), strict=request.method == "POST")
     except ValidationError as exc:
         raise ApiError(400, *search_error(exc, shared.config)) from None
-    key = _answer_key(name, searcher, parsed)
+    top_k = parsed.top_k or shared.config.default_top_k
+    key = _answer_key(name, searcher, parsed, top_k)
     tag = etag(key) if key is not None and request.method == "GET" else None
     if tag is not None and etag_matches(request.headers.get("If-None-Match"), tag):
         return _with_cache_headers(Response(status=304), tag)  # the client's copy is this answer: no model call
-    result = _search_once(searcher, parsed, key)
+    result = _search_once(searcher, parsed, top_k, key)
     top = result.hits[0] if result.hits else None
     _note_decision(parsed.query, result.decision, top and top.faq_id, top and round(top.score, 6), result.threshold,
                    "search")
@@ -83,17 +84,16 @@ def search(name: str | None = None):
     return _with_cache_headers(response, tag) if tag is not None else response
 
 
-def _answer_key(name: str | None, searcher, parsed: Any) -> tuple | None:
+def _answer_key(name: str | None, searcher, parsed: Any, top_k: int) -> tuple | None:
     """The answer cache's key for this search; None for a query the searcher will refuse anyway."""
     try:
-        return answer_key(name or state().collections.default_name(), searcher.version, parsed.query,
-                          parsed.top_k or state().config.default_top_k, parsed.mode, parsed.threshold,
-                          parsed.category, parsed.tags)
+        return answer_key(name or state().collections.default_name(), searcher.version, parsed.query, top_k,
+                          parsed.mode, parsed.threshold, parsed.category, parsed.tags)
     except UnicodeError:
         return None
 
 
-def _search_once(searcher, parsed: Any, key: tuple | None):
+def _search_once(searcher, parsed: Any, top_k: int, key: tuple | None):
     """The answer from this worker's cache if it holds it, else from the model (then kept)."""
     cache: AnswerCache = current_app.extensions[CACHE_EXTENSION]
     use_cache = cache.size > 0 and key is not None
@@ -104,8 +104,8 @@ def _search_once(searcher, parsed: Any, key: tuple | None):
             state().metrics.cache_lookups.labels("hit").inc()
             return dataclasses.replace(cached, query=parsed.query)  # the query as this client wrote it
     try:
-        result = searcher.search(parsed.query, key[3] if key else parsed.top_k or state().config.default_top_k,
-                                 mode=parsed.mode, threshold=parsed.threshold, entry_filter=_entry_filter(parsed))
+        result = searcher.search(parsed.query, top_k, mode=parsed.mode, threshold=parsed.threshold,
+                                 entry_filter=_entry_filter(parsed))
     except QueryError as exc:
         raise ApiError(400, "invalid_query", str(exc)) from None
     g.cached = False

@@ -31,11 +31,12 @@ def etag(key: tuple) -> str:
 
 
 def etag_matches(if_none_match: str | None, tag: str) -> bool:
-    """Whether an If-None-Match header names ``tag`` (weak comparison, as RFC 9110 asks for GET)."""
+    """Whether an If-None-Match header names ``tag`` (weak comparison, as RFC 9110 asks for GET).
+
+    ``*`` is not honoured: it would answer 304 even to a query that has no answer (a 400).
+    """
     if not if_none_match:
         return False
-    if if_none_match.strip() == "*":
-        return True
     opaque = tag.removeprefix("W/")
     return any(candidate.strip().removeprefix("W/") == opaque for candidate in if_none_match.split(","))
 

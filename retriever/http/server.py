@@ -20,6 +20,7 @@ import logging
 import os
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 from werkzeug.serving import WSGIRequestHandler
@@ -218,6 +219,23 @@ def _gevent_worker_class():
     return BufferingGeventWorker
 
 
+def _metrics_hooks(folder: str | None) -> dict[str, Callable]:
+    """gunicorn hooks for metrics summed over workers: the folder emptied at start, a dead worker's files marked."""
+    if not folder:
+        return {}
+
+    def on_starting(server) -> None:
+        for stale in Path(folder).glob("*.db"):  # an earlier run's counts would add to this one's
+            stale.unlink(missing_ok=True)
+
+    def child_exit(server, worker) -> None:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid, folder)
+
+    return {"on_starting": on_starting, "child_exit": child_exit}
+
+
 def serve_gunicorn(make_app: Callable[[], Any], settings: ServerSettings) -> None:
     """Serve the app ``make_app`` builds (called once in each worker, after the fork) until stopped.
 
@@ -244,6 +262,8 @@ def serve_gunicorn(make_app: Callable[[], Any], settings: ServerSettings) -> Non
         "preload_app": False,  # the model's thread pool must start in the worker, not before fork
         "accesslog": None,  # the app writes JSON access lines itself
         "control_socket_disable": True,
+        # prometheus-client's multiprocess mode (PROMETHEUS_MULTIPROC_DIR): see _metrics_hooks.
+        **_metrics_hooks(os.environ.get("PROMETHEUS_MULTIPROC_DIR")),
     }
 
     class Server(BaseApplication):

@@ -80,18 +80,7 @@ def build_index(entries: list[FaqEntry], encoder: Encoder, out_root: str | Path,
     staging = versions / f".building-{version}"
     staging.mkdir()
     try:
-        texts = entry_texts(entries, settings["index_answers"])
-        vectors = embed_texts(texts, encoder, batch_size=batch_size, progress=progress)
-        faiss_index = faiss.IndexFlatIP(encoder.dim)
-        faiss_index.add(vectors)
-        faiss.write_index(faiss_index, str(staging / VECTORS))
-        write_jsonl(staging / TEXTS, ({"entry": t.entry, "field": t.field, "text": t.text,
-                                        "norm": t.norm} for t in texts))
-        write_jsonl(staging / ENTRIES, (e.to_record() for e in entries))
-        negatives = negative_examples(entries)
-        if negatives:  # embedded as queries: they are questions, compared with questions
-            np.save(staging / NEGATIVES, embed_texts([IndexedText(e, "negative", t, n) for e, t, n in negatives],
-                                                     encoder, batch_size=batch_size, progress=progress))
+        texts = _write_artifacts(staging, entries, encoder, settings, batch_size, progress)
         manifest = {
             "format_version": FORMAT_VERSION,
             "version": version,
@@ -120,6 +109,25 @@ def build_index(entries: list[FaqEntry], encoder: Encoder, out_root: str | Path,
     publish(out_root, version)
     prune_versions(out_root, keep=keep_versions)
     return final
+
+
+def _write_artifacts(staging: Path, entries: list[FaqEntry], encoder: Encoder, settings: dict[str, Any],
+                     batch_size: int, progress: bool) -> list[IndexedText]:
+    """The vectors, texts, entries and negative examples of a version, into ``staging``; returns the texts."""
+    texts = entry_texts(entries, settings["index_answers"])
+    vectors = embed_texts(texts, encoder, batch_size=batch_size, progress=progress)
+    faiss_index = faiss.IndexFlatIP(encoder.dim)
+    faiss_index.add(vectors)
+    faiss.write_index(faiss_index, str(staging / VECTORS))
+    write_jsonl(staging / TEXTS, ({"entry": t.entry, "field": t.field, "text": t.text, "norm": t.norm}
+                                  for t in texts))
+    write_jsonl(staging / ENTRIES, (e.to_record() for e in entries))
+    negatives = negative_examples(entries)
+    if negatives:  # embedded as queries: they are questions, compared with questions
+        np.save(staging / NEGATIVES, embed_texts([IndexedText(e, "negative", t, n) for e, t, n in negatives],
+                                                 encoder, batch_size=batch_size, progress=progress))
+    return texts
+
 
 def artifact_checksums(folder: Path) -> dict[str, str]:
     """sha256 of every artifact the version holds, checked when it loads."""
