@@ -17,7 +17,10 @@ costs cancel, what a long run sees). Results reach the driver in input order, so
 bursts and a rate read off the progress of one run would mislead. The table shows medians, and each
 rate as a multiple of the 1-actor run's.
 
-Usage: python -m benchmarks.ray_scaling [--n 1500] [--repeats 3]
+Before each run it waits (``--wait-idle`` seconds at most) for the CPUs to be idle: on a shared
+machine, other jobs would be measured too.
+
+Usage: python -m benchmarks.ray_scaling [--n 1200] [--repeats 3] [--wait-idle 120]
 """
 from __future__ import annotations
 
@@ -41,7 +44,32 @@ from retriever.search import Searcher
 from retriever.store import build_index
 
 
-def seconds(run: Callable[[Path, Path], object], source: Path, out: Path) -> float:
+def _cpu_ticks() -> tuple[int, int]:
+    """(idle, total) CPU ticks since boot, from /proc/stat."""
+    with open("/proc/stat", encoding="ascii") as handle:
+        ticks = [int(value) for value in handle.readline().split()[1:9]]
+    return ticks[3] + ticks[4], sum(ticks)
+
+
+def wait_idle(limit: float, share: float = 0.9, window: float = 3.0) -> bool:
+    """Wait, at most ``limit`` seconds, until the CPUs are ``share`` idle over ``window`` seconds.
+
+    On a shared machine other people's jobs come and go; a run started in their middle measures them.
+    """
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        idle_before, total_before = _cpu_ticks()
+        time.sleep(window)
+        idle_after, total_after = _cpu_ticks()
+        if (idle_after - idle_before) >= share * max(1, total_after - total_before):
+            return True
+    return False
+
+
+def seconds(run: Callable[[Path, Path], object], source: Path, out: Path, idle_wait: float,
+            busy: list[str]) -> float:
+    if not wait_idle(idle_wait):
+        busy.append(out.name)
     started = time.perf_counter()
     run(source, out)
     return time.perf_counter() - started
@@ -49,9 +77,11 @@ def seconds(run: Callable[[Path, Path], object], source: Path, out: Path) -> flo
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=1500, help="N: runs of N and 2N inquiries (default 1500)")
+    parser.add_argument("--n", type=int, default=1200, help="N: runs of N and 2N inquiries (default 1200)")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved runs of each engine (default 3)")
     parser.add_argument("--pairs", type=Path, default=DEFAULT_PAIRS)
+    parser.add_argument("--wait-idle", type=float, default=120,
+                        help="seconds to wait, before each run, for the CPUs to be 90%% idle (default 120)")
     args = parser.parse_args()
 
     entries, queries, _ = load_pairs(args.pairs, None)
@@ -78,10 +108,11 @@ def main() -> None:
         }
         loads = [os.getloadavg()[0]]
         rates: dict[str, list[tuple[float, float]]] = {name: [] for name in engines}
+        busy: list[str] = []
         for _ in range(args.repeats):
             for number, (name, run) in enumerate(engines.items()):
-                short = seconds(run, half, tmp / f"half{number}.csv")
-                long = seconds(run, full, tmp / f"full{number}.csv")
+                short = seconds(run, half, tmp / f"half{number}.csv", args.wait_idle, busy)
+                long = seconds(run, full, tmp / f"full{number}.csv", args.wait_idle, busy)
                 rates[name].append((2 * args.n / long, args.n / (long - short)))
                 loads.append(os.getloadavg()[0])
         ray.shutdown()
@@ -92,7 +123,8 @@ def main() -> None:
     one_actor = medians["Ray, 1 actor"]
     print(f"\n{args.n} and {2 * args.n} inquiries, Tianchi index ({len(entries)} entries, hybrid), {cores} cores, "
           f"medians of {args.repeats} interleaved runs; local Ray started in {ray_start:.1f} s (not counted); "
-          f"1-min load average {min(loads):.1f}-{max(loads):.1f} during the runs")
+          f"1-min load average {min(loads):.1f}-{max(loads):.1f} during the runs; "
+          f"{len(busy)} of {6 * args.repeats} runs started on a busy machine")
     print("| engine | end to end, inquiries/s | vs 1 actor | marginal, inquiries/s | vs 1 actor |")
     print("|---|---|---|---|---|")
     for name, (total, marginal) in medians.items():

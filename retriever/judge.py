@@ -229,14 +229,30 @@ class LeftOut:
                 self.level_count[level] = self.level_count.get(level, 0) + 1
 
 
+@dataclass(frozen=True)
+class MemoryCosines:
+    """A query's cosines to the labelled queries, closest first."""
+
+    cosines: np.ndarray
+    rows: np.ndarray  # the labelled query of each cosine
+
+    @classmethod
+    def of(cls, cosines: np.ndarray) -> "MemoryCosines":
+        order = np.argsort(-cosines, kind="stable")
+        return cls(cosines[order], order)
+
+
 class Memory:
     """One query against the labelled queries: the closest one per label (after what training hides)."""
 
-    def __init__(self, context: JudgeContext, query: TextView, cosines: np.ndarray | None,
+    def __init__(self, context: JudgeContext, query: TextView, nearest: MemoryCosines | None,
                  left_out: LeftOut | None = None) -> None:
         self.context, self.query = context, query
-        self.cosines = np.zeros(0) if cosines is None else cosines
-        self.order = np.argsort(-self.cosines, kind="stable")  # rows, closest first
+        self.cosines = np.zeros(len(context.memory_entries))
+        self.order = np.zeros(0, dtype=np.int64)  # rows, closest first
+        if nearest is not None:
+            self.cosines[nearest.rows] = nearest.cosines
+            self.order = nearest.rows
         labels = context.memory_entries
         if left_out is not None and left_out.missing_entry is not None:
             labels = np.where(labels == left_out.missing_entry, -1, labels)
@@ -290,13 +306,13 @@ def _best(values: np.ndarray) -> float:
 
 def candidate_features(context: JudgeContext, query: TextView, candidates: Sequence[Candidate],
                        dense: np.ndarray, lexical: np.ndarray, negative_cos: Sequence[float | None],
-                       memory_cos: np.ndarray | None = None, left_out: LeftOut | None = None) -> np.ndarray:
+                       memory_cos: MemoryCosines | None = None, left_out: LeftOut | None = None) -> np.ndarray:
     """One row of :data:`FEATURES` per candidate.
 
     ``dense`` and ``lexical`` hold the query's scores for every indexed text (NaN where a
     text was not scored or is left out); ``negative_cos`` the best cosine to each
-    candidate's negative examples (None when it has none); ``memory_cos`` the cosine to
-    every labelled query; ``left_out`` (training) what to treat as absent.
+    candidate's negative examples (None when it has none); ``memory_cos`` the cosines to
+    the labelled queries; ``left_out`` (training) what to treat as absent.
     """
     memory = Memory(context, query, memory_cos, left_out)
     scores = np.array([c.score for c in candidates])
