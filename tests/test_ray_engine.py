@@ -14,12 +14,11 @@ import time
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import ray
 
-ray = pytest.importorskip("ray")
-
-from conftest import REPO  # noqa: E402
-from retriever.batch.classify import ClassifyError, classify_file, classify_texts, read_output  # noqa: E402
-from retriever.batch.ray_engine import RayClusterError, check_address, classify_on_ray, parquet_rows  # noqa: E402
+from conftest import REPO
+from retriever.batch.classify import ClassifyError, classify_file, classify_texts, read_output
+from retriever.batch.ray_engine import RayClusterError, check_address, classify_on_ray, parquet_rows
 
 # Eight rows: an empty text, a quoted field over two lines, a stray quote, a text over the 500-character limit.
 ROWS = ('1,注销进度怎么查\n2,今天天气怎么样\n3,\n4,"多行的咨询：\n手机号被别人绑定了怎么办"\n'
@@ -119,7 +118,7 @@ def test_an_actor_that_cannot_load_the_index_stops_the_run_with_its_message(ray_
 def http_port():
     """A plain HTTP/1 server on 127.0.0.1 (what a dashboard port answers): not a Ray head."""
     server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield server.server_address[1]
     server.shutdown()

@@ -48,7 +48,8 @@ from .classify import (OUTPUT_FIELDS, ClassifySummary, _count_lines, checkpoint_
 from .readers import INPUT_FORMATS, ClassifyError, Row, _check_text, detect_format, read_rows
 from .writers import OutputLock, PartialWriter
 
-__all__ = ["RAY_INPUT_FORMATS", "RayClusterError", "RayJob", "classify_on_ray", "input_format_for", "ray_session"]
+__all__ = ["RAY_INPUT_FORMATS", "Classifier", "InquiryFileDatasource", "RayClusterError", "RayJob", "check_address",
+           "classify_on_ray", "input_format_for", "input_rows", "open_parquet", "parquet_rows", "ray_session"]
 
 RAY_INPUT_FORMATS = (*INPUT_FORMATS, "parquet")
 PARQUET_SUFFIXES = (".parquet", ".pq")
