@@ -6,8 +6,6 @@ Recorded in a rotated JSON Lines log (``RETRIEVER_FEEDBACK_LOG``), which the wor
 """
 from __future__ import annotations
 
-import logging
-import logging.handlers
 import re
 from datetime import datetime, timezone
 from typing import Literal
@@ -19,7 +17,7 @@ from ..config import ServiceConfig
 from ..corpus import MAX_LABEL_CHARS
 from ..normalize import INVISIBLE_CHARACTERS
 from .errors import ApiError
-from .logs import json_line
+from .logs import json_line, rotated_jsonl_logger
 from .parsing import json_body
 from .schemas import normalized_within
 from .state import EXTENSION, state
@@ -93,14 +91,7 @@ class FeedbackLog:
     """Feedback, one JSON object a line, rotated at 10 MB, 5 kept (the unmatched log's policy)."""
 
     def __init__(self, path: str) -> None:
-        self._logger = logging.getLogger(f"retriever.feedback.{path}")
-        self._logger.propagate = False
-        self._logger.setLevel(logging.INFO)
-        if not self._logger.handlers:
-            handler = logging.handlers.RotatingFileHandler(path, maxBytes=10 * 1024 * 1024, backupCount=5,
-                                                           encoding="utf-8")
-            handler.setFormatter(logging.Formatter("%(message)s"))
-            self._logger.addHandler(handler)
+        self._logger = rotated_jsonl_logger("feedback", path)
 
     def record(self, feedback: BaseModel, served_version: str | None) -> None:
         self._logger.info(json_line({"ts": datetime.now(timezone.utc).isoformat(timespec="seconds"),

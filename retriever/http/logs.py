@@ -35,18 +35,24 @@ def log_access(method: str, path: str, status: int, seconds: float, client: str 
     access_log.info(json_line(record))
 
 
+def rotated_jsonl_logger(kind: str, path: str) -> logging.Logger:
+    """A logger writing bare lines to ``path``, rotated at 10 MB with 5 kept (one per kind and path)."""
+    logger = logging.getLogger(f"retriever.{kind}.{path}")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    if not logger.handlers:
+        handler = logging.handlers.RotatingFileHandler(path, maxBytes=10 * 1024 * 1024, backupCount=5,
+                                                       encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+    return logger
+
+
 class UnmatchedLog:
     """Queries answered ``no_match``, one JSON object a line, for FAQ editors; rotated at 10 MB, 5 kept."""
 
     def __init__(self, path: str) -> None:
-        self._logger = logging.getLogger(f"retriever.unmatched.{path}")
-        self._logger.propagate = False
-        self._logger.setLevel(logging.INFO)
-        if not self._logger.handlers:
-            handler = logging.handlers.RotatingFileHandler(path, maxBytes=10 * 1024 * 1024, backupCount=5,
-                                                           encoding="utf-8")
-            handler.setFormatter(logging.Formatter("%(message)s"))
-            self._logger.addHandler(handler)
+        self._logger = rotated_jsonl_logger("unmatched", path)
 
     def record(self, query: str, top_faq_id: str | None, score: float | None, threshold: float | None,
                version: str, source: str) -> None:
