@@ -85,7 +85,9 @@ class ServiceConfig:
     # a shared store (redis://host:6379) makes every worker and replica enforce one limit.
     rate_limit_storage: str = "memory://"
     cache_size: int = 1024  # answers each worker keeps (LRU); 0 disables the answer cache
-    cache_max_age: int = 60  # Cache-Control max-age (seconds) of GET search responses; 0: no-cache
+    # Cache-Control max-age (seconds) of GET search answers. 0 (no-cache): clients revalidate with the ETag, so an
+    # answer fixed by a publish is seen at once; a max-age lets browsers and proxies keep the old one that long.
+    cache_max_age: int = 0
     metrics_dir: str | None = None  # PROMETHEUS_MULTIPROC_DIR: /metrics sums every worker's counters
     unmatched_log: str | None = None  # JSON Lines of no_match queries, rotated at 10 MB
     reload_poll_seconds: float = 2.0  # how often workers look for a new CURRENT version; 0: never
