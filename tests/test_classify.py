@@ -146,7 +146,21 @@ def test_missing_column_and_unknown_format_are_errors(tmp_path, searcher):
         classify_file(searcher, source, tmp_path / "out.csv", progress=False)
     with pytest.raises(ClassifyError, match="cannot tell the format"):
         classify_file(searcher, _write(tmp_path / "in.xlsx", b"x"), tmp_path / "out.csv", progress=False)
+    with pytest.raises(ClassifyError, match="Parquet is read by the Ray engine; add --engine ray"):
+        classify_file(searcher, _write(tmp_path / "in.parquet", b"PAR1"), tmp_path / "out.csv", progress=False)
     assert not (tmp_path / "out.csv").exists()
+
+
+def test_an_escaped_lone_surrogate_is_a_reject_not_a_crash(tmp_path, searcher):
+    # JSON may spell a surrogate alone ("\\ud800"): valid JSON, but not text the model or the output can take.
+    lines = ['{"id": "a", "text": "\\ud800注销"}', '{"id": "b\\udfff", "text": "注销进度怎么查"}',
+             '{"id": "c", "text": "注销进度怎么查"}']
+    source = _write(tmp_path / "in.jsonl", ("\n".join(lines) + "\n").encode("utf-8"))
+    summary = classify_file(searcher, source, tmp_path / "out.jsonl", progress=False)
+    assert [r["id"] for r in read_output(tmp_path / "out.jsonl")] == ["c"]
+    rejects = [json.loads(line) for line in open(tmp_path / "out.rejects.jsonl", encoding="utf-8")]
+    assert rejects == [{"line": 1, "reason": "bad encoding (not UTF-8)"}, {"line": 2, "reason": "bad encoding (not UTF-8)"}]
+    assert summary.rows == 3
 
 
 def _big_input(tmp_path):

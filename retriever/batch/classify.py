@@ -79,6 +79,8 @@ def classify_file(searcher: Searcher, input_path: str | Path, out: str | Path, *
     input_path, out = Path(input_path), Path(out)
     rejects = Path(rejects) if rejects else rejects_path_for(out)
     input_format = input_format or detect_format(input_path)
+    if input_format == "parquet":
+        raise ClassifyError("Parquet is read by the Ray engine; add --engine ray")
     if input_format not in INPUT_FORMATS:
         raise ClassifyError(f"unknown input format '{input_format}'; use one of {', '.join(INPUT_FORMATS)}")
     if input_format == "text":
@@ -96,7 +98,7 @@ def classify_file(searcher: Searcher, input_path: str | Path, out: str | Path, *
         first = next(reader, None)  # reads the header: a bad one is refused before any output is opened
         rows = itertools.chain([first] if first is not None else [], reader)
         summary, offsets = _resume_state(fingerprint, out, rejects, resume)
-        total = _count_lines(input_path) - (input_format == "csv")
+        total = count_lines(input_path) - (input_format == "csv")
         with tqdm(total=total, desc="classifying", unit=" rows", disable=not progress, initial=summary.rows) as bar:
             def after_batch(done: ClassifySummary, size: int) -> None:
                 bar.update(size)
@@ -166,7 +168,7 @@ def _classify_rows(searcher: Searcher, rows: Iterator[Row], summary: ClassifySum
             writer.close()
 
 
-def _count_lines(path: Path) -> int:
+def count_lines(path: Path) -> int:
     """Lines in the file (rows, give or take CSV fields spanning lines): the progress bar's total."""
     with open(path, "rb") as handle:
         return sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 20), b""))

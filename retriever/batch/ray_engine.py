@@ -43,9 +43,9 @@ from ..errors import RetrieverError
 from ..scoring import DEFAULT_MODE
 from ..search import Searcher
 from ..store import read_manifest, resolve_version_dir
-from .classify import (OUTPUT_FIELDS, ClassifySummary, _count_lines, checkpoint_path_for, classify_texts,
+from .classify import (OUTPUT_FIELDS, ClassifySummary, count_lines, checkpoint_path_for, classify_texts,
                        rejects_path_for)
-from .readers import INPUT_FORMATS, ClassifyError, Row, _check_text, detect_format, read_rows
+from .readers import INPUT_FORMATS, ClassifyError, Row, check_text, detect_format, read_rows
 from .writers import OutputLock, PartialWriter
 
 __all__ = ["RAY_INPUT_FORMATS", "Classifier", "InquiryFileDatasource", "RayClusterError", "RayJob", "check_address",
@@ -217,7 +217,7 @@ def _parquet_row(number: int, row_id: Any, text: Any, id_column: str | None, tex
         row_id = number
     elif row_id is None or isinstance(row_id, (dict, list, bool, bytes)):
         return Row(number, problem=f"missing or invalid field '{id_column}'")
-    return _check_text(Row(number, str(row_id), text), max_chars)
+    return check_text(Row(number, str(row_id), text), max_chars)
 
 
 def parquet_rows(source: str, *, id_column: str | None, text_column: str, max_chars: int,
@@ -388,7 +388,7 @@ def _expected_rows(source: str, input_format: str) -> int:
     """The progress bar's total: Parquet's row count, or the file's lines (about the rows: fields span lines)."""
     if input_format == "parquet":
         return open_parquet(source).metadata.num_rows
-    return _count_lines(Path(source)) - (input_format == "csv")
+    return count_lines(Path(source)) - (input_format == "csv")
 
 
 def _cluster_cpus() -> int:

@@ -56,15 +56,18 @@ def detect_format(path: Path) -> str:
         return "jsonl"
     if suffix in (".txt", ".text", ""):
         return "text"
+    if suffix in (".parquet", ".pq"):
+        raise ClassifyError(f"{path}: Parquet is read by the Ray engine; add --engine ray")
     raise ClassifyError(f"{path}: cannot tell the format from '{suffix}'; pass --format csv|jsonl|text")
 
 
 def _undecodable(text: str) -> bool:
-    """Bytes that were not UTF-8 survive decoding as lone surrogates (errors='surrogateescape')."""
-    return any("\udc80" <= ch <= "\udcff" for ch in text)
+    """Bytes that were not UTF-8 survive decoding as lone surrogates (errors='surrogateescape'); JSON can
+    also spell one (an escaped "\\ud800"). Either is not text the model, or the output file, can take."""
+    return any("\ud800" <= ch <= "\udfff" for ch in text)
 
 
-def _check_text(row: Row, max_chars: int) -> Row:
+def check_text(row: Row, max_chars: int) -> Row:
     if row.problem:
         return row
     if row.text is None or not row.text.strip():
@@ -239,4 +242,4 @@ def read_rows(path: Path, input_format: str, *, id_column: str | None, text_colu
         else:
             rows = _text_rows(handle)
         for row in rows:
-            yield _check_text(row, max_chars)
+            yield check_text(row, max_chars)

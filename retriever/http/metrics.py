@@ -34,7 +34,7 @@ class Metrics:
         self.reloads = Counter("retriever_reloads", "Index reload attempts (admin, poller, other workers)",
                                ["outcome"], registry=registry)
         self._index_labels: tuple[str, str] | None = None
-        self._reloads_seen: dict[str, int] = {}
+        self._reloads_seen: dict[tuple[str, str], int] = {}  # (collection, outcome) -> count published
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         self.requests.labels(route, method, str(status)).inc()
@@ -52,12 +52,12 @@ class Metrics:
         self.index_info.labels(*labels).set(1)
         self._index_labels = labels
 
-    def set_reloads(self, counts: Mapping[str, int]) -> None:
-        """The worker's reload attempts by outcome, as its SearcherHolder counts them (added as they grow)."""
+    def set_reloads(self, collection: str, counts: Mapping[str, int]) -> None:
+        """One collection's reload attempts by outcome, as its SearcherHolder counts them (added as they grow)."""
         for outcome, count in counts.items():
-            grown = count - self._reloads_seen.get(outcome, 0)
+            grown = count - self._reloads_seen.get((collection, outcome), 0)
             if grown > 0:
                 self.reloads.labels(outcome).inc(grown)
-            self._reloads_seen[outcome] = count
+            self._reloads_seen[collection, outcome] = count
         for outcome in ("changed", "unchanged", "refused"):
             self.reloads.labels(outcome)  # present at 0 before the first reload

@@ -45,6 +45,15 @@ _IF_NONE_MATCH = {"name": "If-None-Match", "in": "header", "required": False, "s
                   "description": "an ETag from an earlier answer: 304 without a body if the answer is the same"}
 
 
+def _present(field_schema: dict) -> dict:
+    """A query parameter's schema: absent rather than null (a query string cannot say null)."""
+    branches = [branch for branch in field_schema.get("anyOf", ()) if branch.get("type") != "null"]
+    if not branches:
+        return field_schema
+    rest = {key: value for key, value in field_schema.items() if key not in ("anyOf", "default")}
+    return {**rest, **branches[0]} if len(branches) == 1 else {**rest, "anyOf": branches}
+
+
 def _api_paths(components: _Components, schemas: RequestSchemas, config: ServiceConfig, error: dict) -> dict:
     search_body = components.ref(schemas.search, "SearchRequest")
     components.ref(schemas.inquiry, "Inquiry")
@@ -56,7 +65,7 @@ def _api_paths(components: _Components, schemas: RequestSchemas, config: Service
         "description": "an Inquiry; an item that is not one is reported under `errors` with its index (200)"}
     search_fields = schemas.search.model_json_schema()["properties"]
     parameters = [{"name": "q" if name == "query" else name, "in": "query", "required": name == "query",
-                   "schema": field_schema} for name, field_schema in search_fields.items()]
+                   "schema": _present(field_schema)} for name, field_schema in search_fields.items()]
     found = components.ref(SearchResponse)
     return {
         "/v1/search": {

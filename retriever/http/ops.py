@@ -40,7 +40,8 @@ def metrics():
     searcher = shared.holder.current
     if searcher is not None:
         shared.metrics.set_index(searcher.version, searcher.index.manifest.get("model", ""))
-    shared.metrics.set_reloads(shared.holder.outcomes)
+    for name, holder in shared.collections.holders().items():  # every collection's reloads, not the default's only
+        shared.metrics.set_reloads(name, holder.outcomes)
     return generate_latest(shared.metrics.registry), 200, {"Content-Type": CONTENT_TYPE_LATEST}
 
 
