@@ -10,7 +10,11 @@ was given — and a logistic regression trained at build time (:mod:`retriever.j
 turns them into a probability. A calibration curve fitted on held-out predictions maps the
 first candidate's probability to ``confidence``: the chance that the first result is right.
 
-Everything here is plain numpy at query time: the model is a weight vector and the
+The judge may also reorder the first candidates: a second weight vector over the same
+features, fitted listwise (which candidate of a query is the right one), ranks them when
+held-out queries showed it puts the right entry first more often than the score order.
+
+Everything here is plain numpy at query time: the models are weight vectors and the
 calibration a monotone curve, stored as JSON in the index version (``judge.json``).
 """
 from __future__ import annotations
@@ -25,7 +29,8 @@ import numpy as np
 from .lexical import lucene_idf
 from .scoring import AMBIGUOUS, ANSWER, NO_MATCH
 
-JUDGE_FORMAT = 1
+JUDGE_FORMAT = 2  # 2: a listwise ranker may reorder the candidates
+READABLE_FORMATS = (1, 2)  # a format-1 judge (no ranker) still loads; a build with --if-stale retrains it
 JUDGED = 5  # candidates the judge scores (and may reorder) per query
 QUESTION_FIELDS = ("question", "paraphrase")  # the texts that are questions (answers are not)
 
@@ -432,12 +437,25 @@ class Judge:
     curve_y: np.ndarray
     threshold: float | None  # confidence below which the decision is no_match (None: not calibrated)
     ambiguity_margin: float  # top-1 minus top-2 judge probability under which the decision is ambiguous
-    reorder: bool  # rank the judged candidates by the judge's probability
+    reorder: bool  # rank the judged candidates by the judge (its ranker, or for format 1 its probability)
     judged: int = JUDGED
     summary: Mapping[str, Any] | None = None  # how it was trained and how well it did, for the manifest
     # Ranking score under which nothing is answered: the judge decides among look-alikes; far
     # below any right answer it has seen, the cosine is the better witness (None: no floor).
     score_floor: float | None = None
+    # Listwise ranking weights over the raw features (None: rank by probability, as format 1 did).
+    rank_weights: np.ndarray | None = None
+
+    def order(self, features: np.ndarray, probabilities: np.ndarray) -> list[int]:
+        """Positions of the judged candidates in the order to show them (the score order unless reordering).
+
+        A candidate the query is closer to a negative of (probability 0) goes after the others.
+        """
+        if not self.reorder:
+            return list(range(len(probabilities)))
+        key = probabilities if self.rank_weights is None else \
+            np.where(probabilities > 0, features @ self.rank_weights, -np.inf)
+        return [int(i) for i in np.argsort(-key, kind="stable")]  # stable: ties keep the score order
 
     def probabilities(self, features: np.ndarray) -> np.ndarray:
         """The judge's raw probability that each candidate answers its query."""
@@ -464,14 +482,15 @@ class Judge:
                 "mean": self.mean.tolist(), "scale": self.scale.tolist(), "weights": self.weights.tolist(),
                 "bias": self.bias, "curve": {"x": self.curve_x.tolist(), "y": self.curve_y.tolist()},
                 "threshold": self.threshold, "ambiguity_margin": self.ambiguity_margin,
-                "score_floor": self.score_floor, "summary": dict(self.summary or {})}
+                "score_floor": self.score_floor, "summary": dict(self.summary or {}),
+                "rank_weights": None if self.rank_weights is None else self.rank_weights.tolist()}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Judge":
         """Rebuild a stored judge; ``ValueError`` names what is wrong with it."""
-        if not isinstance(data, Mapping) or data.get("format") != JUDGE_FORMAT:
+        if not isinstance(data, Mapping) or data.get("format") not in READABLE_FORMATS:
             raise ValueError(f"judge format {data.get('format') if isinstance(data, Mapping) else data!r}, "
-                             f"this retriever reads format {JUDGE_FORMAT}")
+                             f"this retriever reads formats {', '.join(map(str, READABLE_FORMATS))}")
         if list(data.get("features", ())) != list(FEATURES):
             raise ValueError("the judge was trained on other features than this retriever computes")
         try:
@@ -480,11 +499,13 @@ class Judge:
             curve_y = np.asarray(data["curve"]["y"], dtype=np.float64)
             threshold = None if data["threshold"] is None else float(data["threshold"])
             floor = None if data.get("score_floor") is None else float(data["score_floor"])
+            ranker = None if data.get("rank_weights") is None else np.asarray(data["rank_weights"], dtype=np.float64)
             judge = cls(*arrays, float(data["bias"]), curve_x, curve_y, threshold, float(data["ambiguity_margin"]),
-                        bool(data["reorder"]), int(data["judged"]), data.get("summary") or {}, floor)
+                        bool(data["reorder"]), int(data["judged"]), data.get("summary") or {}, floor, ranker)
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"judge fields missing or malformed ({exc})") from None
         if any(a.shape != (len(FEATURES),) for a in arrays) or curve_x.shape != curve_y.shape or not len(curve_x) \
-                or np.any(judge.scale <= 0) or judge.judged < 1:
+                or np.any(judge.scale <= 0) or judge.judged < 1 \
+                or (ranker is not None and ranker.shape != (len(FEATURES),)):
             raise ValueError("judge arrays have the wrong shape")
         return judge

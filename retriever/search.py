@@ -179,10 +179,7 @@ class Searcher:
         if self.judge is None:
             return Verdict(list(range(len(top))), None, negatives, None)
         probabilities = np.where(blocked, 0.0, self.judge.probabilities(features))
-        order = list(range(len(judged)))
-        if self.judge.reorder:
-            order.sort(key=lambda i: -probabilities[i])  # stable: ties keep the score order
-        order += list(range(len(judged), len(top)))
+        order = self.judge.order(features, probabilities) + list(range(len(judged), len(top)))
         return Verdict(order, probabilities, negatives, self.judge.confidence(probabilities))
 
     def judge_features(self, text: str, vector: np.ndarray, candidates: list[Candidate], text_ids: np.ndarray,

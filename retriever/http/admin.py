@@ -6,6 +6,7 @@ import math
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass
 
 from flask import Blueprint, abort, current_app, jsonify, make_response, request
 
@@ -46,22 +47,36 @@ class FailedGuesses:
             self._failures.setdefault(client, deque(maxlen=self.limit)).append(now)
 
 
-def _require_token() -> None:
+@dataclass(frozen=True)
+class TokenMessages:
+    """What a token check says, in the language of whoever asks (the API in English, the workbench in Chinese)."""
+
+    disabled: str = "admin endpoints are off: set RETRIEVER_ADMIN_TOKEN to enable them"
+    too_many: str = "{limit} wrong admin tokens from this address within {window:g} s; try again in {wait} s"
+    wrong_code: str = "unauthorized"
+    wrong: str = "send 'Authorization: Bearer <RETRIEVER_ADMIN_TOKEN>'"
+
+
+def check_admin_token(supplied: str, messages: TokenMessages = TokenMessages()) -> None:
+    """Accept the admin token; count wrong ones per client (429 past the limit, even for a right one)."""
     token = state().config.admin_token
     if not token:
-        raise ApiError(403, "admin_disabled", "admin endpoints are off: set RETRIEVER_ADMIN_TOKEN to enable them")
+        raise ApiError(403, "admin_disabled", messages.disabled)
     guesses = current_app.extensions.setdefault(GUESSES, FailedGuesses())
     client, now = request.remote_addr or "", time.monotonic()
     wait = guesses.retry_after(client, now)
     if wait:  # even a right token waits: otherwise guessing would go on at full speed
-        abort(make_response(error_response(429, "too_many_attempts", f"{guesses.limit} wrong admin tokens from "
-                                           f"this address within {guesses.window:g} s; try again in {wait} s",
-                                           {"Retry-After": str(wait)})))
+        message = messages.too_many.format(limit=guesses.limit, window=guesses.window, wait=wait)
+        abort(make_response(error_response(429, "too_many_attempts", message, {"Retry-After": str(wait)})))
     # Header text may hold anything a client sent, even what UTF-8 cannot encode.
-    supplied = request.headers.get("Authorization", "").encode("utf-8", "replace")
-    if not hmac.compare_digest(supplied, f"Bearer {token}".encode()):
+    if not hmac.compare_digest(supplied.encode("utf-8", "replace"), token.encode()):
         guesses.record(client, now)
-        raise ApiError(401, "unauthorized", "send 'Authorization: Bearer <RETRIEVER_ADMIN_TOKEN>'")
+        raise ApiError(401, messages.wrong_code, messages.wrong)
+
+
+def _require_token() -> None:
+    supplied = request.headers.get("Authorization", "")
+    check_admin_token(supplied.removeprefix("Bearer ") if supplied.startswith("Bearer ") else "")
 
 
 @bp.post("/admin/reload")

@@ -21,13 +21,12 @@ import json
 import logging
 import secrets
 import threading
-import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Literal
 
 import numpy as np
-from flask import Blueprint, abort, current_app, jsonify, make_response, request, session
+from flask import Blueprint, current_app, jsonify, request, session
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..corpus import MAX_LABEL_CHARS, load_corpus
@@ -39,8 +38,8 @@ from ..gate import GateRefused, publish_gate
 from ..pipeline import build_from_corpus, default_labelled_path
 from ..search import Searcher
 from ..store import MANIFEST, rollback
-from .admin import GUESSES, FailedGuesses
-from .errors import ApiError, error_response
+from .admin import TokenMessages, check_admin_token
+from .errors import ApiError
 from .parsing import json_body
 from ..reload import ReloadRefused
 from .state import EXTENSION, serving, state
@@ -79,20 +78,13 @@ def _token_mark(token: str) -> str:
     return hmac.new(current_app.secret_key.encode(), token.encode(), hashlib.sha256).hexdigest()
 
 
+WORKBENCH_TOKEN_MESSAGES = TokenMessages(disabled="工作台未开启：请设置 RETRIEVER_ADMIN_TOKEN",
+                                         too_many="令牌错误次数过多，请 {wait} 秒后再试",
+                                         wrong_code="wrong_token", wrong="管理令牌不正确")
+
+
 def _check_token(supplied: str) -> None:
-    """Accept the admin token; count wrong ones per client (429 past the limit, even for a right one)."""
-    token = state().config.admin_token
-    if not token:
-        raise ApiError(403, "admin_disabled", "工作台未开启：请设置 RETRIEVER_ADMIN_TOKEN")
-    guesses = current_app.extensions.setdefault(GUESSES, FailedGuesses())
-    client, now = request.remote_addr or "", time.monotonic()
-    wait = guesses.retry_after(client, now)
-    if wait:
-        abort(make_response(error_response(429, "too_many_attempts", f"令牌错误次数过多，请 {wait} 秒后再试",
-                                           {"Retry-After": str(wait)})))
-    if not hmac.compare_digest(supplied.encode("utf-8", "replace"), token.encode()):
-        guesses.record(client, now)
-        raise ApiError(401, "wrong_token", "管理令牌不正确")
+    check_admin_token(supplied, WORKBENCH_TOKEN_MESSAGES)
 
 
 def _require_editor() -> None:
