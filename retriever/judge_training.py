@@ -12,8 +12,9 @@ Examples are rounds of "a query, its first candidates, which of them is right":
   features compare with);
 * for every right answer, copies naming a level or certificate kind no text names: wrong.
 
-Calibration, the no-match threshold, the ambiguity margin and the choice to reorder are
-made on held-out predictions: labelled queries predicted by models trained without their
+A second, listwise model over the same features (a conditional logit: which candidate of
+a query is the right one) may reorder the candidates. Calibration, the no-match threshold,
+the ambiguity margin and the choice to reorder are made on held-out predictions: labelled queries predicted by models trained without their
 fold (or, without labelled queries, corpus questions predicted without their entry's fold).
 """
 from __future__ import annotations
@@ -37,6 +38,8 @@ MAX_REFUSED = 0.05  # share of right first answers the threshold may refuse
 MAX_FLAGGED = 0.10  # share of right first answers the ambiguity margin may flag
 CHUNK = 256
 FLOOR_QUANTILE = 0.01  # right first answers the score floor may refuse
+RANK_C = 0.1  # inverse L2 strength of the listwise ranker (on standardised features)
+RANK_KINDS = ("present", "labelled", "negative")  # rounds that show which candidate is right
 
 
 @dataclass
@@ -66,9 +69,10 @@ def _train(searcher, labelled: Sequence[LabelledQuery], progress: bool, seed: in
     rounds += _contrastive_copies(rounds)
     has_labelled = any(r.kind == "labelled" for r in rounds)
     params = _fit([r for r in rounds if len(r.labels)])
+    rank_weights = _fit_ranker(rounds)
     held_out = _held_out_predictions(rounds, ("labelled",) if has_labelled else ("present", "absent"), params)
-    curve_x, curve_y = _calibration_curve(held_out)
-    reorder = _reorder_helps(held_out)
+    reorder = rank_weights is not None and _reorder_helps(held_out)
+    curve_x, curve_y = _calibration_curve(held_out, reorder)
     confidences = np.interp([h.top(reorder)[0] for h in held_out], curve_x, curve_y)
     threshold, margin = (None, 0.0)
     if has_labelled:
@@ -76,7 +80,8 @@ def _train(searcher, labelled: Sequence[LabelledQuery], progress: bool, seed: in
     mean, scale, weights, bias = params
     floor = _score_floor(rounds)
     summary = _summary(rounds, held_out, reorder, threshold, margin, floor, time.perf_counter() - started)
-    return Judge(mean, scale, weights, bias, curve_x, curve_y, threshold, margin, reorder, JUDGED, summary, floor)
+    return Judge(mean, scale, weights, bias, curve_x, curve_y, threshold, margin, reorder, JUDGED, summary, floor,
+                 rank_weights if reorder else None)
 
 
 # --- examples ---------------------------------------------------------------------------------------
@@ -224,6 +229,42 @@ def _fit(rounds: Sequence[Round], start: tuple | None = None) -> tuple[np.ndarra
     return mean, scale, model.coef_[0].astype(np.float64), float(model.intercept_[0])
 
 
+def _fit_ranker(rounds: Sequence[Round]) -> np.ndarray | None:
+    """Listwise ranking weights over the raw features, or None without rounds to learn from.
+
+    A conditional logit: per round, the softmax over its candidates of ``features @ w``
+    should pick the right one; L2-penalised, on standardised features.
+    """
+    from scipy.optimize import minimize  # scikit-learn's own dependency
+
+    lists = [r for r in rounds if r.kind in RANK_KINDS and len(r.labels) > 1 and r.labels.any()]
+    if len(lists) < 2:
+        return None
+    width = max(len(r.labels) for r in lists)
+    features = np.zeros((len(lists), width, len(FEATURES)))
+    padding = np.full((len(lists), width), -np.inf)  # candidates a round does not have
+    for i, r in enumerate(lists):
+        features[i, :len(r.labels)], padding[i, :len(r.labels)] = r.features, 0.0
+    present = np.isfinite(padding)
+    mean, scale = features[present].mean(axis=0), features[present].std(axis=0)
+    scale[scale < 1e-9] = 1.0
+    features = np.where(present[..., None], (features - mean) / scale, 0.0)
+    right = np.array([int(np.flatnonzero(r.labels)[0]) for r in lists])
+    rows = np.arange(len(lists))
+
+    def loss(w: np.ndarray) -> tuple[float, np.ndarray]:
+        z = features @ w + padding
+        z -= z.max(axis=1, keepdims=True)
+        p = np.exp(z)
+        total = p.sum(axis=1)
+        p /= total[:, None]
+        gradient = np.einsum("nk,nkd->d", p, features) - features[rows, right].sum(axis=0) + w / RANK_C
+        return float(np.log(total).sum() - z[rows, right].sum() + 0.5 * w @ w / RANK_C), gradient
+
+    w = minimize(loss, np.zeros(len(FEATURES)), jac=True, method="L-BFGS-B").x
+    return w / scale  # on raw features (the mean only shifts every candidate alike)
+
+
 @dataclass
 class HeldOut:
     """A held-out round with the probabilities of a judge that never saw it."""
@@ -231,9 +272,13 @@ class HeldOut:
     probabilities: np.ndarray  # per candidate, in score order; 0 where closer to a negative
     labels: np.ndarray
     in_domain: bool
+    ranks: np.ndarray | None = None  # the held-out ranker's score per candidate (None: rank by probability)
 
     def order(self, reorder: bool) -> np.ndarray:
-        return np.argsort(-self.probabilities, kind="stable") if reorder else np.arange(len(self.labels))
+        if not reorder:
+            return np.arange(len(self.labels))
+        key = self.probabilities if self.ranks is None else np.where(self.probabilities > 0, self.ranks, -np.inf)
+        return np.argsort(-key, kind="stable")
 
     def top(self, reorder: bool) -> tuple[float, float | None, bool]:
         """(probability of the first candidate, of the second, is the first right)."""
@@ -260,21 +305,23 @@ def _held_out_predictions(rounds: Sequence[Round], kinds: tuple[str, ...], start
         test = [r for r in rounds if len(r.labels) and r.kind in kinds and r.fold == fold]
         if not test or not train:
             continue
-        params = _fit(train, start)
-        held += [HeldOut(_predict(params, r.features), r.labels, r.kind == "present" or bool(r.labels.any()))
+        params, rank_weights = _fit(train, start), _fit_ranker(train)
+        held += [HeldOut(_predict(params, r.features), r.labels, r.kind == "present" or bool(r.labels.any()),
+                         None if rank_weights is None else r.features @ rank_weights)
                  for r in test]
     return held
 
 
-def _calibration_curve(held_out: Sequence[HeldOut]) -> tuple[np.ndarray, np.ndarray]:
-    """Raw probability of the first candidate -> chance it is right: isotonic, or Platt on few points."""
+def _calibration_curve(held_out: Sequence[HeldOut], reorder: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Raw probability of the first candidate (in the order shown) -> chance it is right: isotonic,
+    or Platt on few points."""
     from sklearn.isotonic import IsotonicRegression
     from sklearn.linear_model import LogisticRegression
 
     if not held_out:
         grid = np.linspace(0.0, 1.0, 11)
         return grid, grid
-    tops = [h.top(True) for h in held_out]
+    tops = [h.top(reorder) for h in held_out]
     x = np.array([t[0] for t in tops])
     y = np.array([t[2] for t in tops], dtype=np.float64)
     if y.min() == y.max():
@@ -290,11 +337,12 @@ def _calibration_curve(held_out: Sequence[HeldOut]) -> tuple[np.ndarray, np.ndar
 
 
 def _reorder_helps(held_out: Sequence[HeldOut]) -> bool:
-    """Reorder by the judge only if that puts the right entry first more often than the score order."""
+    """Reorder by the ranker only if, on held-out queries, that puts the right entry first more often
+    than the score order, by at least one query and 0.5% of them (a smaller gain is a coin flip)."""
     in_domain = [h for h in held_out if h.in_domain]
     by_judge = sum(h.top(True)[2] for h in in_domain)
     by_score = sum(h.top(False)[2] for h in in_domain)
-    return by_judge > by_score
+    return by_judge - by_score >= max(1.0, 0.005 * len(in_domain))
 
 
 def _decision_limits(held_out: Sequence[HeldOut], confidences: np.ndarray, reorder: bool) -> tuple[float, float]:
