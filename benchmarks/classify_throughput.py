@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,8 +22,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-
+from benchmarks.serving import REPO, served
 from benchmarks.tianchi import DEFAULT_PAIRS, load_pairs
 
 from retriever.encoders import load_encoder
@@ -44,30 +42,16 @@ def run_cli(input_path: Path, out: Path, index: Path) -> tuple[float, float]:
 
 
 def run_api(texts: list[str], index: Path, batch: int = 1000) -> float:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "retriever", "serve", "--index", str(index), "--port", str(port)],
-                              cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(url + "/healthz", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.5)
+    """Seconds for a real server (2 workers) to classify ``texts`` in requests of ``batch``."""
+    with served(index) as server:
         started = time.perf_counter()
         for start in range(0, len(texts), batch):
             items = [{"id": str(i), "text": t} for i, t in enumerate(texts[start:start + batch], start)]
-            request = urllib.request.Request(url + "/v1/classify", data=json.dumps({"inquiries": items}).encode(),
+            request = urllib.request.Request(server.url + "/v1/classify", data=json.dumps({"inquiries": items}).encode(),
                                              headers={"Content-Type": "application/json"})
             with urllib.request.urlopen(request, timeout=600) as response:
                 assert len(json.load(response)["results"]) == len(items)
         return time.perf_counter() - started
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
 
 def main() -> None:

@@ -11,12 +11,8 @@ Usage: python -m benchmarks.collections [--entries 1000] [--rounds 60]
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,6 +20,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from benchmarks.serving import served
 from benchmarks.tianchi import DEFAULT_PAIRS, load_pairs
 from retriever.encoders import load_encoder
 from retriever.store import build_index
@@ -32,35 +29,7 @@ from retriever.store.collections import collection_root
 NAMES = ("alpha", "beta", "gamma")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextlib.contextmanager
-def _serve(index: Path):
-    port = _free_port()
-    log = open(index / "server.log", "w")
-    env = {**os.environ, "RETRIEVER_RATE_LIMIT": "", "RETRIEVER_CACHE_SIZE": "0"}
-    process = subprocess.Popen([sys.executable, "-m", "retriever", "serve", "--index", str(index), "--port",
-                                str(port), "--workers", "1"], stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(600):
-            try:
-                urllib.request.urlopen(url + "/healthz", timeout=2)
-                break
-            except OSError:
-                time.sleep(0.2)
-        yield url, process
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
-        log.close()
-
-
-def _worker_rss_mib(master: subprocess.Popen) -> float:
+def _worker_rss_mib(master) -> float:
     children = Path(f"/proc/{master.pid}/task/{master.pid}/children").read_text().split()
     status = Path(f"/proc/{children[0]}/status").read_text()
     return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS"))) / 1024
@@ -96,7 +65,9 @@ def main() -> int:
             build_index(chosen, encoder, collection_root(three, name))
         wanted = {e.id for e in slices[0]}
         sample = [q.query for q in queries if q.faq_id in wanted][:args.rounds]
-        with _serve(one) as (url1, p1), _serve(three) as (url3, p3):
+        uncached = {"RETRIEVER_CACHE_SIZE": "0"}
+        with served(one, workers=1, env=uncached) as server1, served(three, workers=1, env=uncached) as server3:
+            (url1, p1), (url3, p3) = (server1.url, server1.process), (server3.url, server3.process)
             for url, names in ((url1, NAMES[:1]), (url3, NAMES)):
                 for name in names:
                     _search_ms(url, name, sample[0])  # every collection loaded and warm

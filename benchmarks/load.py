@@ -13,17 +13,13 @@ import argparse
 import http.client
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 import urllib.parse
 import urllib.request
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-
+from benchmarks.serving import REPO, served
 from retriever.encoders import load_encoder
 from retriever.pipeline import build_from_corpus
 
@@ -81,24 +77,10 @@ def main() -> None:
         build_from_corpus(REPO / "corpus", tmp, load_encoder(), progress=False)
         rows = []
         for workers in [int(x) for x in args.workers.split(",")]:
-            port = 18000 + workers
-            env = {**os.environ, "RETRIEVER_RATE_LIMIT": "", "RETRIEVER_RELOAD_POLL_SECONDS": "0"}
-            server = subprocess.Popen([sys.executable, "-m", "retriever", "serve", "--index", tmp, "--port", str(port),
-                                       "--workers", str(workers)], cwd=REPO, env=env,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            try:
-                for _ in range(240):
-                    try:
-                        urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1)
-                        break
-                    except OSError:
-                        time.sleep(0.5)
-                run_level(port, 2, 2)  # warm-up
+            with served(tmp, workers) as server:
+                run_level(server.port, 2, 2)  # warm-up
                 for clients in levels:
-                    rows.append({"workers": workers, **run_level(port, clients, args.seconds)})
-            finally:
-                server.terminate()
-                server.wait(timeout=30)
+                    rows.append({"workers": workers, **run_level(server.port, clients, args.seconds)})
 
     print(f"\nseed index, hybrid, {os.cpu_count()} cores, {args.seconds:g} s per level")
     print("| workers | clients | requests | failed | req/s | p50 ms | p95 ms | p99 ms |")

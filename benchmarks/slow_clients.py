@@ -16,19 +16,16 @@ import argparse
 import os
 import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 import urllib.request
-from pathlib import Path
 
 from benchmarks.load import PATHS, run_level
+from benchmarks.serving import REPO, served
 from retriever.encoders import load_encoder
 from retriever.pipeline import build_from_corpus
 
-REPO = Path(__file__).resolve().parent.parent
 SLOW_HEAD = (b"POST /v1/search HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
              b"Content-Length: 1000\r\n\r\n")
 
@@ -107,33 +104,15 @@ def probe(port: int, count: int, timeout: float = 5.0) -> tuple[list[float], int
     return latencies, failed
 
 
-def serve(index: str, port: int, worker_class: str, workers: int) -> subprocess.Popen:
-    env = {**os.environ, "RETRIEVER_RATE_LIMIT": "", "RETRIEVER_RELOAD_POLL_SECONDS": "0"}
-    server = subprocess.Popen([sys.executable, "-m", "retriever", "serve", "--index", index, "--port", str(port),
-                               "--workers", str(workers), "--worker-class", worker_class], cwd=REPO, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(240):
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1)
-            return server
-        except OSError:
-            time.sleep(0.5)
-    server.terminate()
-    raise SystemExit(f"server ({worker_class}) did not start")
-
-
-def measure(index: str, port: int, worker_class: str, args: argparse.Namespace) -> dict:
-    server = serve(index, port, worker_class, args.workers)
-    try:
+def measure(index: str, worker_class: str, args: argparse.Namespace) -> dict:
+    with served(index, args.workers, ("--worker-class", worker_class)) as server:
+        port = server.port
         calm, _ = probe(port, 5)
         with Attack(port, args.idle, args.slow) as attack:
             latencies, failed = probe(port, args.probes)
         time.sleep(args.settle)  # let the attack's connections time out before the load
         run_level(port, 2, 2)  # warm-up
         load = [run_level(port, clients, args.seconds) for clients in (1, 10)]
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
     return {"worker_class": worker_class, "calm_ms": statistics.median(calm) * 1000,
             "p50_ms": statistics.median(latencies) * 1000 if latencies else float("nan"),
             "max_ms": max(latencies) * 1000 if latencies else float("nan"), "failed": failed,
@@ -153,7 +132,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         build_from_corpus(REPO / "corpus", tmp, load_encoder(), progress=False)
-        rows = [measure(tmp, 18100 + i, name, args) for i, name in enumerate(args.worker_class.split(","))]
+        rows = [measure(tmp, name, args) for name in args.worker_class.split(",")]
     print(f"\nseed index, {args.workers} workers, {os.cpu_count()} cores; {args.idle} idle + {args.slow} slow-body "
           f"clients during {args.probes} probes; throughput afterwards, {args.seconds:g} s per level")
     print("| worker class | probe p50 ms (calm) | probe p50 ms (attack) | probe max ms | probes failed (>5 s) "

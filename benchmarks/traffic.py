@@ -26,7 +26,6 @@ import os
 import queue
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -35,6 +34,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from benchmarks.serving import ServerProcess
 from retriever.corpus import FaqEntry
 from retriever.encoders import load_encoder
 from retriever.store import build_index
@@ -101,46 +101,21 @@ def path_for(query: str) -> str:
     return "/v1/search?" + urllib.parse.urlencode({"q": query, "top_k": 5})
 
 
-class Server:
-    """`python -m retriever serve` with 2 workers on a free port; stopped by its pid."""
+class Server(ServerProcess):
+    """The server with 2 workers, the rate limit off and /metrics summed over both workers."""
 
     def __init__(self, index: Path, cache_size: int) -> None:
-        import socket
-
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        self.metrics_dir = tempfile.TemporaryDirectory()  # /metrics summed over both workers
-        env = {**os.environ, "RETRIEVER_RATE_LIMIT": "", "RETRIEVER_CACHE_SIZE": str(cache_size),
-               "PROMETHEUS_MULTIPROC_DIR": self.metrics_dir.name}
-        self.log = tempfile.TemporaryFile()
-        self.process = subprocess.Popen([sys.executable, "-m", "retriever", "serve", "--index", str(index),
-                                         "--port", str(self.port), "--workers", str(WORKERS)],
-                                        stdout=self.log, stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=2)
-                return
-            except OSError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    sys.exit("error: the server did not start")
-                time.sleep(0.3)
+        self.metrics_dir = tempfile.TemporaryDirectory()
+        super().__init__(index, WORKERS, env={"RETRIEVER_CACHE_SIZE": str(cache_size),
+                                              "PROMETHEUS_MULTIPROC_DIR": self.metrics_dir.name})
 
     def metric(self, name: str) -> dict[str, float]:
-        text = urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10).read().decode()
+        text = urllib.request.urlopen(f"{self.url}/metrics", timeout=10).read().decode()
         return {line.split("{", 1)[1].split("}")[0]: float(line.rsplit(" ", 1)[1])
                 for line in text.splitlines() if line.startswith(name + "{")}
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.log.close()
+        super().stop()
         self.metrics_dir.cleanup()
 
 
