@@ -19,7 +19,7 @@ from ..normalize import INVISIBLE_CHARACTERS
 from .errors import ApiError
 from .logs import json_line, rotated_jsonl_logger
 from .parsing import json_body
-from .schemas import normalized_within
+from .schemas import normalized_within, query_error
 from .state import EXTENSION, state
 
 bp = Blueprint("feedback", __name__)
@@ -74,11 +74,7 @@ def feedback_error(exc: ValidationError, config: ServiceConfig) -> tuple[str, st
     if kind == "extra_forbidden":
         return "unknown_field", f"unknown field '{field}'; allowed: query, faq_id, helpful, index_version, comment"
     if field == "query":
-        if kind in ("missing", "string_too_short") or (kind == "value_error" and "blank" in error["msg"]):
-            return "missing_query", "'query' is missing or blank"
-        if kind in ("string_too_long", "normalized_too_long"):
-            return "query_too_long", f"'query' is longer than {config.max_query_chars} characters"
-        return "invalid_query", f"'query' must be a string: {error['msg']}"
+        return query_error(error, config)
     if field == "helpful":
         return "invalid_helpful", "'helpful' must be true (有帮助) or false (没帮助)"
     if field == "comment" and kind == "string_too_long":

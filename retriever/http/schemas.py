@@ -207,22 +207,26 @@ def _describe(error: dict) -> str:
     return f"{where}: {error['msg']}"
 
 
+def query_error(error: dict, config: ServiceConfig, how: str = "") -> tuple[str, str]:
+    """(code, message) for an invalid ``query`` field, the same in every request that carries one."""
+    kind = error["type"]
+    if kind in ("missing", "string_too_short") or (kind == "value_error" and "blank" in error["msg"]):
+        return "missing_query", f"the query is missing or blank{how}"
+    if kind == "string_too_long":
+        return "query_too_long", f"the query has {len(error['input'])} characters; the limit is {config.max_query_chars}"
+    if kind == "normalized_too_long":
+        return "query_too_long", f"the query has {error['msg']}"
+    return "invalid_query", f"the query must be a string: {error['msg']}"
+
+
 def search_error(exc: ValidationError, config: ServiceConfig) -> tuple[str, str]:
     """(code, message) for an invalid search request."""
     error = exc.errors()[0]
     field = error["loc"][0] if error["loc"] else None
-    kind = error["type"]
-    if kind == "extra_forbidden":
+    if error["type"] == "extra_forbidden":
         return "unknown_field", f"unknown field '{field}'; allowed: query (q), top_k, threshold, mode, category, tags"
     if field == "query":
-        if kind == "missing" or kind == "string_too_short" or (kind == "value_error" and "blank" in error["msg"]):
-            return "missing_query", "the query is missing or blank: pass ?q=... or {\"query\": \"...\"}"
-        if kind == "string_too_long":
-            return "query_too_long", f"the query has {len(error['input'])} characters; the limit is " \
-                                     f"{config.max_query_chars}"
-        if kind == "normalized_too_long":
-            return "query_too_long", f"the query has {error['msg']}"
-        return "invalid_query", f"the query must be a string: {error['msg']}"
+        return query_error(error, config, ": pass ?q=... or {\"query\": \"...\"}")
     return _SEARCH_CODES.get(field, "invalid_request"), _describe(error)
 
 
