@@ -1,12 +1,15 @@
 """Dify's External Knowledge API (request bodies as Dify sends them) and the MCP server (the SDK's own client)."""
 import json
 import os
+import socket
+import subprocess
 import sys
+import time
 
 import anyio
 import pytest
 
-from conftest import REPO
+from conftest import REPO, free_port
 from retriever.config import ServiceConfig
 from retriever.encoders import EncoderCache
 from retriever.http import create_app
@@ -166,24 +169,60 @@ async def _mcp_session(index_root, check):
                 await check(session)
 
 
-def test_mcp_server_over_stdio_with_the_sdk_client(collections_root):  # noqa: F811
-    async def check(session):
-        tools = {tool.name: tool for tool in (await session.list_tools()).tools}
-        assert set(tools) == {"search_faq", "list_collections"}
-        assert "FAQ" in tools["search_faq"].description and "常见问题" in tools["search_faq"].description
-        assert tools["search_faq"].output_schema["properties"]["decision"]
-        listed = await session.call_tool("list_collections", {})
-        assert {c["name"] for c in listed.structured_content["collections"]} == set(CORPORA)
-        found = await session.call_tool("search_faq", {"query": "公积金能贷多少钱", "collection": "gongjijin",
-                                                       "top_k": 2})
-        assert not found.is_error
-        assert found.structured_content["hits"][0]["faq_id"] == "gjj-02"
-        assert found.structured_content["decision"] in {"answer", "ambiguous", "no_match"}
-        assert "公积金贷款" in found.content[0].text
-        filtered = await session.call_tool("search_faq", {"query": "社保", "collection": "shebao",
-                                                          "category": "社保卡", "top_k": 10})
-        assert {h["faq_id"] for h in filtered.structured_content["hits"]} == {"sb-03", "sb-04"}
-        unknown = await session.call_tool("search_faq", {"query": "社保", "collection": "nope"})
-        assert unknown.is_error and "shebao" in unknown.content[0].text
+async def _check_tools(session):
+    tools = {tool.name: tool for tool in (await session.list_tools()).tools}
+    assert set(tools) == {"search_faq", "list_collections"}
+    assert "FAQ" in tools["search_faq"].description and "常见问题" in tools["search_faq"].description
+    assert tools["search_faq"].output_schema["properties"]["decision"]
+    listed = await session.call_tool("list_collections", {})
+    assert {c["name"] for c in listed.structured_content["collections"]} == set(CORPORA)
+    found = await session.call_tool("search_faq", {"query": "公积金能贷多少钱", "collection": "gongjijin", "top_k": 2})
+    assert not found.is_error
+    assert found.structured_content["hits"][0]["faq_id"] == "gjj-02"
+    assert found.structured_content["decision"] in {"answer", "ambiguous", "no_match"}
+    assert "公积金贷款" in found.content[0].text
+    filtered = await session.call_tool("search_faq", {"query": "社保", "collection": "shebao",
+                                                      "category": "社保卡", "top_k": 10})
+    assert {h["faq_id"] for h in filtered.structured_content["hits"]} == {"sb-03", "sb-04"}
+    unknown = await session.call_tool("search_faq", {"query": "社保", "collection": "nope"})
+    assert unknown.is_error and "shebao" in unknown.content[0].text
 
-    anyio.run(_mcp_session, collections_root, check)
+
+def test_mcp_server_over_stdio_with_the_sdk_client(collections_root):  # noqa: F811
+    anyio.run(_mcp_session, collections_root, _check_tools)
+
+
+async def _mcp_http_session(url: str, check):
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+
+    with anyio.fail_after(60):
+        async with streamable_http_client(url) as (read, write):
+            async with ClientSession(read, write) as session:
+                await session.initialize()
+                await check(session)
+
+
+def test_mcp_server_over_streamable_http_with_the_sdk_client(collections_root, tmp_path):  # noqa: F811
+    port = free_port()
+    log = open(tmp_path / "mcp.log", "w")
+    process = subprocess.Popen([sys.executable, "-m", "retriever", "mcp", "--index", str(collections_root), "--http",
+                                "--port", str(port)], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while True:  # listening once the collections are loaded
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert process.poll() is None and time.monotonic() < deadline, (tmp_path / "mcp.log").read_text()
+                time.sleep(0.3)
+        anyio.run(_mcp_http_session, f"http://127.0.0.1:{port}/mcp", _check_tools)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
