@@ -18,7 +18,11 @@ on the same data but blind to the closest labelled queries (an ablation). With
 examples (never a test query's text). Also measured in the same process: the judge's cost
 per search (interleaved with the encoder alone) and the build before and with the judge.
 
-Usage: python benchmarks/confidence.py [--pairs PATH] [--seed 0] [--negatives] [--report R.html]
+With ``--cache V.npz`` the query vectors of every Tianchi text come from that file (written on
+the first run): a trial then takes a minute or two instead of about eight, but the build
+timings are skipped (they must embed for real).
+
+Usage: python -m benchmarks.confidence [--pairs PATH] [--seed 0] [--negatives] [--report R.html] [--cache V.npz]
 """
 from __future__ import annotations
 
@@ -32,6 +36,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -80,6 +85,37 @@ def load_protocol(path: Path, seed: int, keep_share: float = 0.8):
     return entries, calibration, test, negatives
 
 
+class CachedQueries:
+    """An encoder whose query vectors come from a table (the benchmark's cache), the model otherwise."""
+
+    def __init__(self, inner, vectors: dict[str, np.ndarray]) -> None:
+        self.inner, self.name, self.source, self.dim = inner, inner.name, inner.source, inner.dim
+        self.vectors = vectors
+
+    def encode_queries(self, texts):
+        missing = [t for t in dict.fromkeys(texts) if t not in self.vectors]
+        if missing:
+            self.vectors.update(zip(missing, self.inner.encode_queries(missing)))
+        return np.stack([self.vectors[t] for t in texts]) if texts else np.empty((0, self.dim), dtype=np.float32)
+
+    def encode_passages(self, texts):
+        return self.inner.encode_passages(texts)
+
+
+def cached_vectors(path: Path, pairs: Path, encoder) -> dict[str, np.ndarray]:
+    """Query vectors of every normalised Tianchi text, read from ``path`` (embedded and written once)."""
+    if path.is_file():
+        data = np.load(path)
+        return dict(zip(data["texts"].tolist(), data["vectors"]))
+    with open(pairs, encoding="utf-8", newline="") as handle:
+        texts = sorted({normalize(row[k]) for row in csv.DictReader(handle) for k in ("query1", "query2")})
+    vectors = np.concatenate([encoder.encode_queries(texts[i:i + 256])
+                              for i in tqdm(range(0, len(texts), 256), desc="embedding the pairs", unit="batch")])
+    with open(path, "wb") as handle:
+        np.savez(handle, texts=np.array(texts), vectors=vectors)
+    return dict(zip(texts, vectors))
+
+
 def timed(step) -> tuple[object, dict[str, float]]:
     wall, cpu = time.perf_counter(), time.process_time()
     value = step()
@@ -109,7 +145,9 @@ def latency(searcher: Searcher, queries, rounds: int = 300) -> dict[str, float]:
     judge adds is measured apart from the encoder's own variation; add the encoder's time
     for a whole search.
     """
-    encoder = searcher.encoder.inner if isinstance(searcher.encoder, QueryMemo) else searcher.encoder
+    encoder = searcher.encoder
+    while isinstance(encoder, (QueryMemo, CachedQueries)):  # the model itself, not a table of vectors
+        encoder = encoder.inner
     texts = [q.query for q in queries[:rounds]]
     cached = QueryMemo(encoder)
     cached.encode_queries([normalize(t) for t in texts])
@@ -140,17 +178,21 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--negatives", action="store_true", help="also build with the label-0 pairs as negatives")
     parser.add_argument("--report", type=Path, help="write an HTML page with the reliability diagrams")
+    parser.add_argument("--cache", type=Path, help="query vectors of the pairs (.npz, written if missing); "
+                                                   "skips the build timings")
     args = parser.parse_args()
     if not args.pairs.is_file():
         sys.exit(f"error: {args.pairs} not found (the benchmark data lives in ../shared)")
 
     entries, calibration, test, negatives = load_protocol(args.pairs, args.seed)
     raw_encoder = load_encoder(args.model)
-    encoder = QueryMemo(raw_encoder)
+    encoder = QueryMemo(CachedQueries(raw_encoder, cached_vectors(args.cache, args.pairs, raw_encoder))
+                        if args.cache else raw_encoder)
     results, timing = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
-        timing["build before the judge"] = build_before_the_judge(entries, raw_encoder, Path(tmp) / "before",
-                                                                   calibration)
+        if not args.cache:
+            timing["build before the judge"] = build_before_the_judge(entries, raw_encoder, Path(tmp) / "before",
+                                                                       calibration)
         searcher, timing["build with the judge"] = build(entries, encoder, Path(tmp) / "plain", calibration)
         results["today: hybrid score + threshold"] = decision_metrics(run(searcher.without_judge(), test,
                                                                           progress=False))
@@ -181,13 +223,20 @@ def main() -> None:
     print(f"\nsearch, median ms of 300 test queries: encoder {search['encoder']:.2f}; search on cached query "
           f"vectors without judge {search['search, no judge']:.2f}, with judge {search['search, judge']:.2f}: "
           f"the judge adds {added:.2f} ms ({added / search['encoder']:.1%} of the encoder)")
-    before, after = timing["build before the judge"], timing["build with the judge"]
-    print(f"build before the judge: {before['wall']:.1f} s ({before['cpu']:.1f} s CPU); with the judge: "
-          f"{after['wall']:.1f} s ({after['cpu']:.1f} s CPU), of which judge training {after['judge']:.1f} s "
-          f"({after['judge'] / before['wall']:.1%} of the build before)")
+    after = timing["build with the judge"]
+    if args.cache:
+        print(f"judge training {after['judge']:.1f} s (build timings skipped: vectors from {args.cache})")
+    else:
+        print_build_timing(timing["build before the judge"], after)
     if args.report:
         write_decision_report(args.report, results, title="Tianchi leave-entries-out")
         print(f"report: {args.report}")
+
+
+def print_build_timing(before: dict, after: dict) -> None:
+    print(f"build before the judge: {before['wall']:.1f} s ({before['cpu']:.1f} s CPU); with the judge: "
+          f"{after['wall']:.1f} s ({after['cpu']:.1f} s CPU), of which judge training {after['judge']:.1f} s "
+          f"({after['judge'] / before['wall']:.1%} of the build before)")
 
 
 if __name__ == "__main__":
