@@ -42,6 +42,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from benchmarks.tianchi import DEFAULT_PAIRS, REPO, MemoEncoder, load_pairs
+from retriever.cascade import gate_margin as cascade_gate_margin
 from retriever.encoders import load_encoder
 from retriever.evaluation import (RANK_DEPTH, LabelledQuery, Outcome, calibrate, ranking_metrics, read_labelled,
                                   run)
@@ -132,15 +133,9 @@ def gate(fast: Ranked, labelled, ids, rows: np.ndarray, max_error: float | None)
 
 
 def gate_margin(fast: Ranked, rows: np.ndarray, max_error: float) -> float:
-    """The smallest margin whose fast-path answers on ``rows`` are wrong at most ``max_error`` of the time."""
-    margins = fast.margin[rows]
-    order = np.argsort(-margins, kind="stable")
-    wrong = np.cumsum(fast.rank[rows][order] != 1)
-    taken = np.arange(1, len(order) + 1)
-    # Only cut between distinct margins: every query at the cut's margin takes the same path.
-    distinct = np.append(margins[order][1:] < margins[order][:-1], True)
-    ok = np.flatnonzero((wrong <= max_error * taken) & distinct)
-    return float(margins[order][ok[-1]]) if len(ok) else float("inf")
+    """The smallest margin whose fast-path answers on ``rows`` are wrong at most ``max_error`` of the time
+    (the product's rule, retriever/cascade.py)."""
+    return cascade_gate_margin(fast.margin[rows], fast.rank[rows] == 1, max_error)
 
 
 def fusion_weight(nano: np.ndarray, use: np.ndarray, gold: np.ndarray, rows: np.ndarray) -> float:

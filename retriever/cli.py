@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from .cascade import DEFAULT_MAX_ERROR
 from .config import DEFAULT_TOP_K, MAX_TOP_K, parse_number
 from .errors import IndexLoadError, RetrieverError
 from .scoring import DEFAULT_MODE, MODES
@@ -43,13 +44,17 @@ def cmd_build(args: argparse.Namespace) -> int:
     from .encoders import load_encoder
     from .gate import publish_gate
     from .pipeline import build_from_corpus, default_labelled_path
+    from .search import shared_fast_model
 
     encoder = load_encoder(args.model)
+    # The process's shared fast model: the publish gate's searchers then use the same one.
+    fast_encoder = None if args.fast_model == "none" else shared_fast_model(args.fast_model)
     # A version that answers the labelled queries worse than the served one is refused (retriever/gate.py).
     gate = publish_gate(args.out, encoder, args.labelled or default_labelled_path(args.corpus), force=args.force)
     outcome = build_from_corpus(args.corpus, args.out, encoder, mode=args.mode, index_answers=not args.no_answers,
                                 labelled_path=args.labelled, if_stale=args.if_stale, batch_size=args.batch_size,
-                                keep_versions=args.keep_versions, progress=not args.quiet, check=gate)
+                                keep_versions=args.keep_versions, progress=not args.quiet, check=gate,
+                                fast_encoder=fast_encoder, fast_path_max_error=args.fast_path_max_error)
     if outcome.version_dir is None:
         print(f"index at {args.out} is up to date ({outcome.entries} entries, model {encoder.name})")
         return 0
@@ -69,6 +74,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         print(f"judge trained in {judge['seconds']} s on {sum(judge['rounds'].values())} rounds: no_match under "
               f"confidence {judge['threshold']}, held-out top-1 {judge['held_out_top1_by_judge']} by the judge, "
               f"{judge['held_out_top1_by_score']} by score (reorders: {'yes' if judge['reorder'] else 'no'})")
+    _print_fast_path(manifest)
     checked = manifest.get("publish_gate", {})
     if checked.get("forced"):
         print(f"publish gate overridden with --force (recorded in the manifest): "
@@ -378,6 +384,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _print_fast_path(manifest: dict) -> None:
+    gate = manifest.get("fast_path")
+    if not gate:
+        return
+    if gate["margin"] is None:
+        print(f"fast path ({manifest['fast_model']['model_source']}) off: {gate['queries']} calibration queries "
+              f"({gate['calibrated_on']}) gave no margin within fast_path_max_error {gate['max_error']:.1%}")
+        return
+    print(f"fast path ({manifest['fast_model']['model_source']}) for fast_path_max_error {gate['max_error']:.1%}, "
+          f"calibrated on {gate['queries']} {gate['calibrated_on']}: margin {gate['margin']}, floor {gate['floor']} "
+          f"(none of {gate['out_of_domain']} labelled out-of-domain ones let through); in sample "
+          f"{gate['fast_share']:.0%} fast, {gate['fast_error']:.1%} of those wrong")
+
+
+def _fraction(value: str) -> float:
+    try:
+        return parse_number(value, float, 0.0, 1.0)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{value!r} {exc}") from None
+
+
 def _add_build_parser(commands, index_default: str, model_default: str | None) -> None:
     build = commands.add_parser("build", help="embed a corpus into a new index version")
     build.add_argument("--corpus", default="corpus", help="corpus file or folder (default: corpus)")
@@ -388,6 +415,12 @@ def _add_build_parser(commands, index_default: str, model_default: str | None) -
                        help="do nothing when the current index was built from this corpus with this model")
     build.add_argument("--mode", choices=MODES, default=DEFAULT_MODE, help="default retrieval mode of the index")
     build.add_argument("--no-answers", action="store_true", help="embed questions and paraphrases only")
+    build.add_argument("--fast-model", choices=("use-m3", "none"), default="none",
+                       help="a cascade: this fast model answers first where its calibrated gate trusts it, the "
+                            "model of --model elsewhere (default: %(default)s; README, the cascade)")
+    build.add_argument("--fast-path-max-error", type=_fraction, default=DEFAULT_MAX_ERROR,
+                       help="share of fast-path answers allowed to be wrong on the calibration queries "
+                            "(default: %(default)s)")
     build.add_argument("--labelled", help="labelled queries (JSON Lines) to calibrate no-match "
                                           "(default: labelled.jsonl in the corpus folder, if present)")
     build.add_argument("--batch-size", type=_positive, default=64)

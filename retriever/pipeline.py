@@ -8,9 +8,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .cascade import DEFAULT_MAX_ERROR, FastGate, FastRanking, learn_gate, paraphrase_rounds
 from .corpus import load_corpus
 from .encoders import Encoder
-from .evaluation import calibrate, read_labelled, run
+from .evaluation import LabelledQuery, Outcome, calibrate, read_labelled, run
 from .files import write_jsonl, write_text_atomic
 from .normalize import normalize
 from .judge import JUDGE_FORMAT
@@ -41,8 +42,13 @@ def default_labelled_path(corpus: str | Path) -> Path | None:
 def build_from_corpus(corpus: str | Path, out: str | Path, encoder: Encoder, *, mode: str = DEFAULT_MODE,
                       index_answers: bool = True, labelled_path: str | Path | None = None,
                       if_stale: bool = False, batch_size: int = 64, keep_versions: int = 5,
-                      progress: bool = True, check: Callable[[Path, dict], dict] | None = None) -> BuildOutcome:
+                      progress: bool = True, check: Callable[[Path, dict], dict] | None = None,
+                      fast_encoder: Encoder | None = None,
+                      fast_path_max_error: float = DEFAULT_MAX_ERROR) -> BuildOutcome:
     """Validate the corpus, embed it, calibrate on the labelled queries (if any), publish.
+
+    ``fast_encoder`` makes a cascade index: every text embedded by it too, and the fast path's
+    gate calibrated for ``fast_path_max_error`` (retriever/cascade.py).
 
     ``labelled_path`` defaults to ``labelled.jsonl`` beside the corpus. With
     ``if_stale``, nothing is built when the current version has the same inputs.
@@ -56,37 +62,82 @@ def build_from_corpus(corpus: str | Path, out: str | Path, encoder: Encoder, *, 
                 "tokenizer": Tokenizer.from_corpus_dir(corpus).config(),
                 "labelled": [[q.query, q.faq_id] for q in labelled],
                 "judge": JUDGE_FORMAT}  # an index built before the judge is stale
+    if fast_encoder is not None:  # only then: an index without a fast model stays up to date
+        settings.update(fast_model=fast_encoder.name, fast_path_max_error=fast_path_max_error)
     if if_stale and is_up_to_date(out, entries, encoder.name, settings):
         return BuildOutcome(None, len(entries), labelled_path)
 
     def finalize(staging: Path) -> dict:
-        fields = finalize_version(staging, encoder, labelled, progress)
+        fields = finalize_version(staging, encoder, labelled, progress, fast_encoder, fast_path_max_error)
         return {**fields, **check(staging, fields)} if check else fields
 
     version_dir = build_index(entries, encoder, out, settings=settings, batch_size=batch_size,
-                              progress=progress, keep_versions=keep_versions, finalize=finalize)
+                              progress=progress, keep_versions=keep_versions, finalize=finalize,
+                              fast_encoder=fast_encoder)
     return BuildOutcome(version_dir, len(entries), labelled_path)
 
 
-def finalize_version(staging: Path, encoder: Encoder, labelled: list, progress: bool = True) -> dict:
-    """Calibrate every mode on the labelled queries (if any) and train the judge into the staging folder.
+def finalize_version(staging: Path, encoder: Encoder, labelled: list, progress: bool = True,
+                     fast_encoder: Encoder | None = None, fast_path_max_error: float = DEFAULT_MAX_ERROR) -> dict:
+    """Calibrate every mode on the labelled queries (if any), train the judge into the staging folder
+    and, with a fast model, calibrate the fast path's gate.
 
     Returns the manifest fields to add. The labelled queries are embedded once for all of it.
+    Everything but the gate is learned on the full path alone (the searchers here have no cascade).
     """
     memo = QueryMemo(encoder)
     index = load_index(staging)
-    searcher = Searcher(index, memo)
+    searcher = Searcher(index, memo, cascade=False)
     fields: dict = {}
     if labelled:
         fields["calibration"] = {mode: calibrate(run(searcher, labelled, mode=mode, progress=progress))
                                  for mode in MODES}
         keep_labelled(staging, index, labelled, memo)
     if len(index.entries) > 1:
-        judge = train_judge(Searcher(index, memo), labelled, progress=progress)  # one that sees the labelled queries
+        # one that sees the labelled queries
+        judge = train_judge(Searcher(index, memo, cascade=False), labelled, progress=progress)
         write_text_atomic(staging / JUDGE, json.dumps(judge.to_dict(), ensure_ascii=False) + "\n")
         fields["judge"] = dict(judge.summary or {})
-    record_artifacts(staging)  # a check of the staging version (the publish gate) then sees them
+    if fast_encoder is not None:
+        gate = calibrate_fast_path(Searcher(index, memo, cascade=False), fast_encoder, labelled, fast_path_max_error)
+        fields["fast_path"] = gate.to_dict()
+    # A check of the staging version (the publish gate) then sees them, and the fast path's gate.
+    record_artifacts(staging, {"fast_path": fields["fast_path"]} if "fast_path" in fields else None)
     return fields
+
+
+def calibrate_fast_path(searcher: Searcher, fast_encoder: Encoder, labelled: list[LabelledQuery],
+                        max_error: float) -> FastGate:
+    """The fast path's gate for ``max_error``: on the labelled in-domain queries, else on paraphrase rounds;
+    its floor raised above the labelled out-of-domain queries (retriever/cascade.py)."""
+    index = searcher.index
+    ids = [entry.id for entry in index.entries]
+    rankings = searcher.fast_rankings(fast_encoder.encode_queries([normalize(q.query) for q in labelled]), 2)
+    outside = [r for q, r in zip(labelled, rankings) if q.faq_id is None]
+    inside = [(q, r) for q, r in zip(labelled, rankings) if q.faq_id is not None]
+    source = "labelled queries"
+    if not inside:  # each paraphrase searched against the other texts, as if a user had typed it
+        source, rounds = "paraphrase rounds", paraphrase_rounds([t.field for t in index.texts])
+        vectors = index.fast_vectors.reconstruct_batch(np.array(rounds, dtype=np.int64)) if rounds else \
+            np.zeros((0, fast_encoder.dim), dtype=np.float32)
+        inside = [(LabelledQuery(index.texts[t].text, ids[index.texts[t].entry]), r)
+                  for t, r in zip(rounds, searcher.fast_rankings(vectors, 2, exclude=rounds))]
+    outcomes = fast_outcomes([q for q, _ in inside] + [q for q, r in zip(labelled, rankings) if q.faq_id is None],
+                             [r for _, r in inside] + outside, ids)
+    floor = calibrate(outcomes)["threshold"] if inside else 0.0
+    right = [bool(r.top) and ids[r.top[0][0]] == q.faq_id for q, r in inside]
+    return learn_gate([r for _, r in inside], right, outside, max_error, source, floor)
+
+
+def fast_outcomes(labelled: list[LabelledQuery], rankings: list[FastRanking], entry_ids: list[str]) -> list[Outcome]:
+    """The fast model's rankings as evaluation outcomes (for its own no-match threshold)."""
+    outcomes = []
+    for query, ranking in zip(labelled, rankings):
+        ids = [entry_ids[entry] for entry, _, _ in ranking.top]
+        rank = ids.index(query.faq_id) + 1 if query.faq_id in ids else None
+        outcomes.append(Outcome(query, rank, tuple(score for _, score, _ in ranking.top) or (0.0,),
+                                ids[0] if ids else None))
+    return outcomes
 
 
 def keep_labelled(staging: Path, index, labelled: list, encoder: Encoder) -> None:

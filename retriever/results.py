@@ -65,6 +65,9 @@ class SearchResult:
     # under which the decision is no_match (None: an index without a judge, or a threshold override).
     confidence: float | None = None
     confidence_threshold: float | None = None
+    # Which path of a cascade answered: "fast" (the fast model alone, an answer) or "full" (the
+    # model that built the index, hybrid, judge); "full" for an index without a fast model.
+    path: str = "full"
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape of a search result (HTTP API and CLI)."""
@@ -77,6 +80,7 @@ class SearchResult:
             "ambiguity_margin": _rounded(self.ambiguity_margin),
             "confidence": _rounded(self.confidence),
             "confidence_threshold": _rounded(self.confidence_threshold),
+            "path": self.path,
             "results": [hit.to_dict() for hit in self.hits],
         }
 
@@ -95,4 +99,5 @@ class SearchResult:
             "top_faq_id": top.faq_id if top else None,
             "runner_up_faq_id": runner_up.faq_id if runner_up else None,
             "runner_up_score": _rounded(runner_up.score) if runner_up else None,
+            "path": self.path,
         }

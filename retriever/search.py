@@ -1,26 +1,41 @@
-"""Search: embed and tokenise a query, score texts, keep the best text per FAQ entry, decide."""
+"""Search: embed and tokenise a query, score texts, keep the best text per FAQ entry, decide.
+
+An index built with a fast model (``build --fast-model``) is searched as a cascade: the fast
+model ranks first and answers when its gate (retriever/cascade.py) lets it; every other query
+goes to the full path, which is the search of an index without a fast model.
+"""
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import faiss
 import numpy as np
 
-from .encoders import Encoder
-from .errors import QueryError
+from .cascade import FAST, FastGate, FastRanking
+from .encoders import Encoder, EncoderCache
+from .errors import EncoderError, IndexLoadError, QueryError
 from .filters import EntryFilter
-from .store import FaqIndex, check_compatible, load_index
+from .store import FaqIndex, check_compatible, check_fast_compatible, load_index
 from .lexical import LexicalIndex, Tokenizer
 from .normalize import normalize
 from .judge import FEATURES, JUDGED, Candidate, MemoryCosines, JudgeContext, LeftOut, Verdict, candidate_features, closer_to_negatives
 from .results import Hit, SearchResult
-from .scoring import DEFAULT_MODE, LEXICAL_WEIGHT, MODES, NO_MATCH, best_per_entry, decide, fuse
+from .scoring import ANSWER, DEFAULT_MODE, LEXICAL_WEIGHT, MODES, NO_MATCH, best_per_entry, decide, fuse
 
 # Lexical candidates taken per query in hybrid mode, beside the dense ones.
 LEXICAL_CANDIDATES = 50
 JUDGED_MODE = "hybrid"  # the judge is trained on, and applies to, hybrid candidates
+# Fast models, one per process, shared by every collection and reload. One thread each: the fast
+# model runs one text per call (retriever/encoders/use_m3.py), too small a job to split.
+_FAST_MODELS = EncoderCache(threads=1)
+
+
+def shared_fast_model(source: str) -> Encoder:
+    """The process's fast model ``source`` (``"use-m3"``), loaded on first use."""
+    return _FAST_MODELS.get(source)
 
 
 def _top_indices(scores: np.ndarray, k: int) -> np.ndarray:
@@ -34,7 +49,10 @@ class Searcher:
     """Answers queries against one loaded index with the model that built it."""
 
     def __init__(self, index: FaqIndex, encoder: Encoder, mode: str | None = None,
-                 lexical_weight: float = LEXICAL_WEIGHT) -> None:
+                 lexical_weight: float = LEXICAL_WEIGHT, *, cascade: bool = True,
+                 load_fast: Callable[[str], Encoder] = shared_fast_model, gate: FastGate | None = None) -> None:
+        """``cascade`` False: the full path only, even for an index with a fast model. ``load_fast``
+        gives the fast model by its source name; ``gate`` replaces the one calibrated at build time."""
         check_compatible(index.manifest, encoder, index.path)
         self.index = index
         self.encoder = encoder
@@ -54,10 +72,34 @@ class Searcher:
         self._memory: faiss.Index | None = None  # the labelled queries, for the judge
         if self.judge is not None or index.negatives:
             self.judge_context  # built now, so that no query pays for it
+        self.fast_encoder, self.fast_gate = self._fast_path(cascade, load_fast, gate)
+        # The fast path never answers with an entry that has negative examples: only the full path checks them.
+        self._guarded_entries = frozenset(entry for entry, _, _ in index.negatives)
+
+    def _fast_path(self, cascade: bool, load_fast: Callable[[str], Encoder], gate: FastGate | None):
+        """The fast model and its gate (None, None: no cascade). The model without a gate only ranks."""
+        fast_model = self.index.manifest.get("fast_model")
+        if not cascade or not fast_model or self.index.fast_vectors is None:
+            return None, None
+        try:
+            fast_encoder = load_fast(fast_model.get("model_source"))
+        except EncoderError as exc:
+            raise IndexLoadError(f"{self.index.path}: this index answers with its fast model "
+                                 f"'{fast_model.get('model_source')}' first, and it cannot be loaded: {exc}") from None
+        check_fast_compatible(self.index.manifest, fast_encoder, self.index.path)
+        if gate is None and self.index.manifest.get("fast_path"):
+            gate = FastGate.from_dict(self.index.manifest["fast_path"])
+        return fast_encoder, gate
+
+    @property
+    def cascade(self) -> bool:
+        """Whether queries go to the fast model first (not with a gate that lets nothing through)."""
+        return self.fast_encoder is not None and self.fast_gate is not None and math.isfinite(self.fast_gate.margin)
 
     def without_judge(self) -> "Searcher":
         """The same index and model deciding by the score threshold alone (as before the judge)."""
-        return Searcher(dataclasses.replace(self.index, judge=None), self.encoder, self.mode, self.lexical_weight)
+        return Searcher(dataclasses.replace(self.index, judge=None), self.encoder, self.mode, self.lexical_weight,
+                        cascade=self.cascade, load_fast=lambda _: self.fast_encoder, gate=self.fast_gate)
 
     @property
     def text_entry(self) -> np.ndarray:
@@ -79,8 +121,9 @@ class Searcher:
         return self._judge_context
 
     @classmethod
-    def load(cls, index_path: str | Path, encoder: Encoder, mode: str | None = None) -> "Searcher":
-        return cls(load_index(index_path), encoder, mode)
+    def load(cls, index_path: str | Path, encoder: Encoder, mode: str | None = None, **cascade: Any) -> "Searcher":
+        """The index at ``index_path``; ``cascade``: the keyword options of the constructor (cascade, load_fast)."""
+        return cls(load_index(index_path), encoder, mode, **cascade)
 
     @property
     def version(self) -> str:
@@ -103,6 +146,8 @@ class Searcher:
             "mode": self.mode,
             "calibration": self.calibration(),
             "judge": self.index.manifest.get("judge") if self.judge is not None else None,
+            "fast_model": manifest["fast_model"].get("model") if self.cascade else None,
+            "fast_path": self.fast_gate.to_dict() if self.cascade else None,
         }
 
     def search(self, query: str, top_k: int = 5, *, mode: str | None = None, threshold: float | None = None,
@@ -116,8 +161,24 @@ class Searcher:
 
         ``threshold`` overrides the calibrated no-match threshold. ``entry_filter`` keeps only the
         entries it accepts: ranking, top-k and the decision are computed among them alone.
+        With a cascade, the fast model ranks every query in ``mode`` hybrid (no threshold override,
+        no filter) first; the full path then runs once for the queries its gate did not let through.
         """
         mode = mode or self.mode
+        normalised = self._checked(queries, mode, top_k)
+        fast = self._fast_answers(queries, normalised, mode, top_k) \
+            if self.cascade and mode == JUDGED_MODE and threshold is None and entry_filter is None \
+            else [None] * len(queries)
+        rest = [i for i, result in enumerate(fast) if result is None]
+        if not rest:
+            return fast
+        full = iter(self._full_search([queries[i] for i in rest], [normalised[i] for i in rest], top_k, mode,
+                                      threshold, entry_filter))
+        return [result if result is not None else next(full) for result in fast]
+
+    @staticmethod
+    def _checked(queries: Sequence[str], mode: str, top_k: int) -> list[str]:
+        """The normalised queries, or a QueryError saying what is wrong with the request."""
         if mode not in MODES:
             raise QueryError(f"unknown mode '{mode}'; use one of {', '.join(MODES)}")
         if top_k < 1:
@@ -132,6 +193,42 @@ class Searcher:
         for position, text in enumerate(normalised):
             if not text:
                 raise QueryError(f"query #{position + 1} is empty after normalisation")
+        return normalised
+
+    def _fast_answers(self, queries: Sequence[str], normalised: list[str], mode: str,
+                      top_k: int) -> list[SearchResult | None]:
+        """The fast path's result for every query its gate lets through; None for the others."""
+        rankings = self.fast_rankings(self.fast_encoder.encode_queries(normalised), max(top_k, 2))
+        gate = self.fast_gate
+        return [SearchResult(query=query, mode=mode, decision=ANSWER, threshold=gate.floor, margin=ranking.margin,
+                             ambiguity_margin=gate.margin, path=FAST,
+                             hits=[self._hit(entry, score, text_id, score, None)
+                                   for entry, score, text_id in ranking.top[:top_k]])
+                if gate.passes(ranking) and ranking.top[0][0] not in self._guarded_entries else None
+                for query, ranking in zip(queries, rankings)]
+
+    def fast_rankings(self, vectors: np.ndarray, depth: int,
+                      exclude: Sequence[int] | None = None) -> list[FastRanking]:
+        """The fast model's best ``depth`` entries for each query vector (from its own vectors of the texts).
+
+        ``exclude[i]``: a text id query ``i`` must not match (a paraphrase searched as a query).
+        """
+        fast_vectors = self.index.fast_vectors
+        k = min(fast_vectors.ntotal, depth * self._texts_per_entry + (exclude is not None))
+        if k == 0 or not len(vectors):
+            return [FastRanking([]) for _ in vectors]
+        scores, ids = fast_vectors.search(np.ascontiguousarray(vectors, dtype=np.float32), k)
+        rankings = []
+        for row, (row_scores, row_ids) in enumerate(zip(scores, ids)):
+            if exclude is not None:
+                kept = row_ids != exclude[row]
+                row_scores, row_ids = row_scores[kept], row_ids[kept]
+            rankings.append(FastRanking(best_per_entry(row_scores, row_ids, self._text_entry, depth)))
+        return rankings
+
+    def _full_search(self, queries: Sequence[str], normalised: list[str], top_k: int, mode: str,
+                     threshold: float | None, entry_filter: EntryFilter | None) -> list[SearchResult]:
+        """The search of an index without a fast model: hybrid (or the mode asked), judge, decision."""
         calibration = self.calibration(mode)
         judging = self.judge is not None and mode == JUDGED_MODE and threshold is None
         threshold = calibration.get("threshold") if threshold is None else threshold

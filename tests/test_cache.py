@@ -19,7 +19,8 @@ def access_lines():
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     access_log.addHandler(handler)
-    level, access_log.level = access_log.level, logging.INFO
+    level = access_log.level
+    access_log.setLevel(logging.INFO)  # setLevel, not assignment: it also clears the logger's isEnabledFor cache
     yield lambda: [line for line in stream.getvalue().splitlines() if '"/v1/' in line]
     access_log.removeHandler(handler)
     access_log.setLevel(level)

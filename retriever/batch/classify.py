@@ -29,14 +29,19 @@ from .writers import OutputLock, PartialWriter, read_output
 __all__ = ["ClassifyError", "ClassifySummary", "Row", "checkpoint_path_for", "classify_file", "classify_texts",
            "read_output", "read_rows", "rejects_path_for"]
 
+# "path": which path of a cascade answered the row ("fast" or "full"; "full" without a fast model).
 OUTPUT_FIELDS = ("line", "id", "text", "decision", "faq_id", "question", "score", "margin",
-                 "top_faq_id", "runner_up_faq_id", "runner_up_score")
+                 "top_faq_id", "runner_up_faq_id", "runner_up_score", "path")
 CHECKPOINT_VERSION = 1
 
 
 def classify_texts(searcher: Searcher, texts: list[str], threshold: float | None = None,
                    entry_filter: EntryFilter | None = None) -> list[dict]:
-    """Classify many texts with one model call (top 2 entries each, for the runner-up), within ``entry_filter``."""
+    """Classify many texts (top 2 entries each, for the runner-up), within ``entry_filter``.
+
+    With a cascade index, one fast-model pass over all of them, then one full-model call for
+    those the fast path did not answer (``Searcher.search_many``).
+    """
     return [r.classification() for r in searcher.search_many(texts, top_k=2, threshold=threshold,
                                                              entry_filter=entry_filter)]
 

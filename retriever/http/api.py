@@ -12,6 +12,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 from pydantic import ValidationError
 
 from ..batch.classify import classify_texts
+from ..cascade import PATHS
 from ..errors import QueryError
 from ..filters import metadata_filter
 from ..scoring import DECISIONS, NO_MATCH
@@ -29,10 +30,11 @@ def _took_ms() -> float:
 
 
 def _note_decision(query: str, decision: str, top_faq_id: str | None, score: float | None,
-                   threshold: float | None, route: str) -> None:
-    """Count the decision; log a no_match query for the FAQ editors."""
+                   threshold: float | None, route: str, path: str) -> None:
+    """Count the decision and the cascade path that answered; log a no_match query for the FAQ editors."""
     shared = state()
     shared.metrics.decisions.labels(decision).inc()
+    shared.metrics.answer_paths.labels(path).inc()
     if shared.unmatched is not None and decision == NO_MATCH:
         shared.unmatched.record(query, top_faq_id, score, threshold, serving().version, route)
 
@@ -79,7 +81,8 @@ def search(name: str | None = None):
     result = _search_once(searcher, parsed, top_k, key)
     top = result.hits[0] if result.hits else None
     _note_decision(parsed.query, result.decision, top and top.faq_id, top and round(top.score, 6), result.threshold,
-                   "search")
+                   "search", result.path)
+    g.answer_path = result.path  # for the access log
     response = jsonify({**result.to_dict(), "index_version": searcher.version, "took_ms": _took_ms()})
     return _with_cache_headers(response, tag) if tag is not None else response
 
@@ -157,8 +160,10 @@ def classify(name: str | None = None):
     threshold = envelope.threshold if envelope.threshold is not None else searcher.calibration().get("threshold")
     results = []
     for (index, item_id, text), outcome in zip(valid, outcomes):
-        _note_decision(text, outcome["decision"], outcome["top_faq_id"], outcome["score"], threshold, "classify")
+        _note_decision(text, outcome["decision"], outcome["top_faq_id"], outcome["score"], threshold, "classify",
+                       outcome["path"])
         results.append({"index": index, "id": item_id, **outcome})
+    g.answer_path = {path: sum(r["path"] == path for r in results) for path in PATHS}  # for the access log
     counts = {decision: sum(r["decision"] == decision for r in results) for decision in DECISIONS}
     return jsonify({"results": results, "errors": errors, "counts": {**counts, "invalid": len(errors)},
                     "threshold": threshold, "index_version": searcher.version, "took_ms": _took_ms()})

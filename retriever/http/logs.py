@@ -6,6 +6,8 @@ import logging
 import logging.handlers
 from datetime import datetime, timezone
 
+from flask import g, has_request_context
+
 access_log = logging.getLogger("retriever.access")
 # JSON keeps these raw (with ensure_ascii=False), yet str.splitlines() and many log tools break
 # lines at them: escaped, one record stays one line. JSON escapes every other line break itself.
@@ -29,7 +31,13 @@ def configure_access_log(stream=None) -> None:
 
 
 def log_access(method: str, path: str, status: int, seconds: float, client: str | None, **extra) -> None:
-    """One JSON line per request on the ``retriever.access`` logger."""
+    """One JSON line per request on the ``retriever.access`` logger.
+
+    A search also says which cascade path answered (``answer_path``: "fast" or "full"), a
+    classification how many inquiries each path answered (set on ``flask.g`` by the API).
+    """
+    if has_request_context() and "answer_path" in g:
+        extra.setdefault("answer_path", g.answer_path)
     record = {"ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "method": method, "path": path,
               "status": status, "ms": round(seconds * 1000, 2), "client": client, **extra}
     access_log.info(json_line(record))

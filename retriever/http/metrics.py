@@ -26,6 +26,11 @@ class Metrics:
         self.latency = Histogram("retriever_request_seconds", "Request latency", ["route"], registry=registry,
                                  buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10))
         self.decisions = Counter("retriever_decisions", "Answer decisions", ["decision"], registry=registry)
+        # With a cascade index (build --fast-model): which path answered; "full" for every answer without one.
+        self.answer_paths = Counter("retriever_answer_paths", "Answers by cascade path (fast, full)", ["path"],
+                                    registry=registry)
+        for path in ("fast", "full"):
+            self.answer_paths.labels(path)  # both present at 0 before the first answer
         self.cache_lookups = Counter("retriever_cache_lookups", "Answer cache lookups by outcome (hit, miss)",
                                      ["outcome"], registry=registry)
         # livemax: 1 for each version some live worker serves (a worker that moved on sets its old one to 0).

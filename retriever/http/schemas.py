@@ -21,9 +21,11 @@ SAFE_INTEGER = 2 ** 53  # the integers every JSON parser (JavaScript too) holds 
 
 Mode = Literal["hybrid", "dense", "lexical"]
 assert set(Mode.__args__) == set(MODES)
-# What the document calls text with something to search: a character that is neither whitespace nor
-# invisible (normalisation removes those). Documented as a pattern, enforced by _not_blank.
-VISIBLE_TEXT = "[^\\s" + "".join(f"\\u{ord(c):04x}" for c in sorted(INVISIBLE_CHARACTERS)) + "]"
+# What the document calls text with something to search: a character that is neither whitespace (str.isspace)
+# nor invisible (normalisation removes those). Documented as a pattern, enforced by _not_blank. Spelled out
+# character by character: a regex engine's \s differs (ECMA's leaves out U+0085 and U+001C..U+001F).
+_BLANK = sorted({chr(c) for c in range(0x3001) if chr(c).isspace()} | INVISIBLE_CHARACTERS)
+VISIBLE_TEXT = "[^" + "".join(f"\\u{ord(c):04x}" for c in _BLANK) + "]"
 
 
 def _not_blank(value: str) -> str:
@@ -156,6 +158,10 @@ class SearchResponse(BaseModel):
     confidence: float | None = Field(None, description="the judge's calibrated chance that the first result is "
                                                        "right (null: no judge, another mode, or a threshold given)")
     confidence_threshold: float | None = Field(None, description="confidence under which the decision is no_match")
+    path: Literal["fast", "full"] = Field(
+        description="which path of a cascade answered: fast (the fast model alone, always an answer; threshold "
+                            "and ambiguity_margin are then its gate's floor and margin) or full (the index's model, "
+                            "hybrid, judge; always full for an index built without --fast-model)")
     results: list[Hit]
     index_version: str
     took_ms: float
@@ -173,6 +179,7 @@ class Classification(BaseModel):
     top_faq_id: str | None = Field(description="the best candidate, even when no_match")
     runner_up_faq_id: str | None
     runner_up_score: float | None
+    path: Literal["fast", "full"] = Field(description="which path of a cascade answered (see the search response)")
 
 
 class ItemError(BaseModel):

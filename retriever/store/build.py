@@ -18,7 +18,7 @@ from ..encoders import Encoder
 from ..errors import IndexLoadError
 from ..files import sha256_file, write_jsonl
 from ..normalize import normalize
-from .layout import (ENTRIES, FORMAT_VERSION, JUDGE, LABELLED, LABELLED_VECTORS, MANIFEST, NEGATIVES,
+from .layout import (ENTRIES, FAST_VECTORS, FORMAT_VERSION, JUDGE, LABELLED, LABELLED_VECTORS, MANIFEST, NEGATIVES,
                      NORMALIZE_VERSION, QUERY_FIELDS, TEXTS, VECTORS, VERSIONS, IndexedText, negative_examples)
 from .versions import prune_versions, publish, read_manifest
 
@@ -43,14 +43,14 @@ def entry_texts(entries: list[FaqEntry], index_answers: bool = True) -> list[Ind
     return texts
 
 def embed_texts(texts: list[IndexedText], encoder: Encoder, batch_size: int = 64,
-                progress: bool = True) -> np.ndarray:
+                progress: bool = True, desc: str = "embedding") -> np.ndarray:
     """Vectors for ``texts`` in order, encoded in batches with a progress bar."""
     vectors = np.zeros((len(texts), encoder.dim), dtype=np.float32)
     by_role = {
         True: [i for i, t in enumerate(texts) if t.field in QUERY_FIELDS],
         False: [i for i, t in enumerate(texts) if t.field not in QUERY_FIELDS],
     }
-    with tqdm(total=len(texts), desc="embedding", unit="text", disable=not progress) as bar:
+    with tqdm(total=len(texts), desc=desc, unit="text", disable=not progress) as bar:
         for is_query, positions in by_role.items():
             encode = encoder.encode_queries if is_query else encoder.encode_passages
             for start in range(0, len(positions), batch_size):
@@ -61,13 +61,16 @@ def embed_texts(texts: list[IndexedText], encoder: Encoder, batch_size: int = 64
 
 def build_index(entries: list[FaqEntry], encoder: Encoder, out_root: str | Path, *,
                 settings: dict[str, Any] | None = None, batch_size: int = 64, progress: bool = True,
-                keep_versions: int = 5, finalize: Callable[[Path], dict] | None = None) -> Path:
+                keep_versions: int = 5, finalize: Callable[[Path], dict] | None = None,
+                fast_encoder: Encoder | None = None) -> Path:
     """Embed ``entries``, write a new version under ``out_root`` and make it current.
 
     ``settings`` (``index_answers``, ``default_mode``, ``tokenizer``) go into the
     manifest; any other key (say, a checksum of the calibration queries) only
     counts in ``build_inputs``, which decides staleness. ``finalize``, given the complete staging folder, may return more
     manifest fields (the calibration) before the version is published.
+    ``fast_encoder`` (the cascade's fast model) embeds every text a second time, into
+    ``fast_vectors.faiss``; the manifest's ``fast_model`` records it.
     Returns the version folder. On any failure the previous version stays current.
     """
     settings = with_defaults(settings)
@@ -81,6 +84,8 @@ def build_index(entries: list[FaqEntry], encoder: Encoder, out_root: str | Path,
     staging.mkdir()
     try:
         texts = _write_artifacts(staging, entries, encoder, settings, batch_size, progress)
+        if fast_encoder is not None:
+            _write_fast_vectors(staging, texts, fast_encoder, batch_size, progress)
         manifest = {
             "format_version": FORMAT_VERSION,
             "version": version,
@@ -97,6 +102,9 @@ def build_index(entries: list[FaqEntry], encoder: Encoder, out_root: str | Path,
             "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "files": artifact_checksums(staging),
         }
+        if fast_encoder is not None:
+            manifest["fast_model"] = {"model": fast_encoder.name, "model_source": fast_encoder.source,
+                                      "dim": fast_encoder.dim}
         _write_manifest(staging, manifest)
         if finalize is not None:  # it may add artifacts (the judge): checksum them too
             manifest = {**manifest, **finalize(staging)}
@@ -129,17 +137,27 @@ def _write_artifacts(staging: Path, entries: list[FaqEntry], encoder: Encoder, s
     return texts
 
 
+def _write_fast_vectors(staging: Path, texts: list[IndexedText], fast_encoder: Encoder, batch_size: int,
+                        progress: bool) -> None:
+    """The fast model's vector of every text, rows in the order of vectors.faiss."""
+    vectors = embed_texts(texts, fast_encoder, batch_size=batch_size, progress=progress,
+                          desc=f"embedding ({fast_encoder.source})")
+    faiss_index = faiss.IndexFlatIP(fast_encoder.dim)
+    faiss_index.add(vectors)
+    faiss.write_index(faiss_index, str(staging / FAST_VECTORS))
+
+
 def artifact_checksums(folder: Path) -> dict[str, str]:
     """sha256 of every artifact the version holds, checked when it loads."""
     return {name: sha256_file(folder / name) for name in (VECTORS, TEXTS, ENTRIES, NEGATIVES, LABELLED,
-                                                          LABELLED_VECTORS, JUDGE)
+                                                          LABELLED_VECTORS, JUDGE, FAST_VECTORS)
             if (folder / name).is_file()}
 
-def record_artifacts(folder: Path) -> None:
+def record_artifacts(folder: Path, fields: dict[str, Any] | None = None) -> None:
     """Re-checksum the artifacts of a staging folder in its manifest (after more were added to it),
-    so that loading it before publication sees them too."""
+    with ``fields`` added to it, so that loading it before publication sees them too."""
     manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-    _write_manifest(folder, {**manifest, "files": artifact_checksums(folder)})
+    _write_manifest(folder, {**manifest, **(fields or {}), "files": artifact_checksums(folder)})
 
 DEFAULT_SETTINGS = {"index_answers": True, "default_mode": "hybrid", "tokenizer": {}}
 

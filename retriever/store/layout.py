@@ -13,6 +13,9 @@
         judge.json             the second-stage judge and its calibration (see retriever/judge.py), if trained
         labelled.jsonl         the labelled queries the build calibrated on, and their vectors in
         labelled.npy           labelled.npy: the judge compares queries with them
+        fast_vectors.faiss     with a fast model (``build --fast-model``): one vector per text from it,
+                               same rows as vectors.faiss; the manifest's ``fast_model`` names the model
+                               and ``fast_path`` holds the gate calibrated at build time (retriever/cascade.py)
 
 A version folder is written under a temporary name and renamed when complete,
 then ``CURRENT`` is replaced: a reader sees the old version or the new one,
@@ -41,6 +44,7 @@ NEGATIVES = "negatives.npy"
 JUDGE = "judge.json"
 LABELLED = "labelled.jsonl"
 LABELLED_VECTORS = "labelled.npy"
+FAST_VECTORS = "fast_vectors.faiss"
 CURRENT = "CURRENT"
 VERSIONS = "versions"
 # Encoded as queries (negative examples too: they are questions); "answer" as a passage.
@@ -70,6 +74,8 @@ class FaqIndex:
     # Labelled queries: (entry number, or -1 when no entry answers it; normalised query), and vectors.
     labelled: list[tuple[int, str]] = field(default_factory=list)
     labelled_vectors: np.ndarray | None = None
+    # The fast model's vectors of the same texts (None: an index built without a fast model).
+    fast_vectors: faiss.Index | None = None
 
     @property
     def text_entry(self) -> np.ndarray:

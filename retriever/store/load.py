@@ -14,8 +14,8 @@ from ..errors import IndexLoadError
 from ..files import read_jsonl, sha256_file
 from ..judge import Judge
 from ..normalize import normalize
-from .layout import (ENTRIES, JUDGE, LABELLED, LABELLED_VECTORS, NEGATIVES, NORMALIZE_VERSION, TEXTS, VECTORS,
-                     FaqIndex, IndexedText, negative_examples)
+from .layout import (ENTRIES, FAST_VECTORS, JUDGE, LABELLED, LABELLED_VECTORS, NEGATIVES, NORMALIZE_VERSION, TEXTS,
+                     VECTORS, FaqIndex, IndexedText, negative_examples)
 from .versions import read_manifest, resolve_version_dir
 
 # Encoders write float32 unit vectors; rounding keeps norms within ~1e-6 of 1. A looser bound
@@ -33,6 +33,15 @@ def check_compatible(manifest: dict[str, Any], encoder: Encoder, where: str | Pa
     if manifest.get("normalize_version") != NORMALIZE_VERSION:
         raise IndexLoadError(f"{where}: built with text normalisation v{manifest.get('normalize_version')}, "
                              f"this retriever uses v{NORMALIZE_VERSION}; rebuild the index")
+
+
+def check_fast_compatible(manifest: dict[str, Any], fast_encoder: Encoder, where: str | Path = "index") -> None:
+    """Refuse a fast model other than the one whose vectors the index holds."""
+    recorded = manifest.get("fast_model") or {}
+    if recorded.get("model") != fast_encoder.name or recorded.get("dim") != fast_encoder.dim:
+        raise IndexLoadError(f"{where}: its fast model is '{recorded.get('model')}' (dim {recorded.get('dim')}), "
+                             f"not '{fast_encoder.name}' (dim {fast_encoder.dim}); rebuild the index with "
+                             f"--fast-model {fast_encoder.source}")
 
 
 def check_vectors(vectors: faiss.Index, where: str | Path = "index") -> None:
@@ -78,7 +87,27 @@ def load_index(path: str | Path, verify_checksums: bool = True) -> FaqIndex:
     negatives, negative_vectors = _load_negatives(folder, manifest, entries)
     labelled, labelled_vectors = _load_labelled(folder, manifest, entries)
     return FaqIndex(folder, manifest, entries, texts, vectors, negatives, negative_vectors,
-                    _load_judge(folder, manifest), labelled, labelled_vectors)
+                    _load_judge(folder, manifest), labelled, labelled_vectors, _load_fast_vectors(folder, manifest))
+
+
+def _load_fast_vectors(folder: Path, manifest: dict[str, Any]) -> faiss.Index | None:
+    """The fast model's vectors, checked like the others (None: an index built without a fast model)."""
+    fast_model = manifest.get("fast_model")
+    if not fast_model:
+        return None
+    if FAST_VECTORS not in manifest.get("files", {}):
+        raise IndexLoadError(f"{folder}: the manifest names a fast model but lists no {FAST_VECTORS}; "
+                             f"rebuild the index")
+    try:
+        vectors = faiss.read_index(str(folder / FAST_VECTORS))
+    except RuntimeError as exc:
+        raise IndexLoadError(f"{folder}: cannot read {FAST_VECTORS} ({exc})") from None
+    if vectors.ntotal != manifest.get("counts", {}).get("vectors") or vectors.d != fast_model.get("dim"):
+        raise IndexLoadError(f"{folder}: {FAST_VECTORS} holds {vectors.ntotal} vectors of dimension {vectors.d}, "
+                             f"the manifest says {manifest.get('counts', {}).get('vectors')} of "
+                             f"{fast_model.get('dim')}; rebuild the index")
+    check_vectors(vectors, f"{folder} ({FAST_VECTORS})")
+    return vectors
 
 
 def _load_negatives(folder: Path, manifest: dict[str, Any], entries: list[FaqEntry]):
