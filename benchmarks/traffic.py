@@ -75,25 +75,28 @@ def bare_encoder_capacity(encoder, queries: list[str]) -> tuple[float, float]:
 
 
 def capacity_rounds(index: Path, model: str, queries: list[str], rounds: int, clients: int,
-                    seconds: float) -> list[tuple[float, float, float]]:
-    """Rounds of (single-query encoder seconds, bare capacity, server capacity), measured back to back.
+                    seconds: float) -> list[tuple[float, float, float, float]]:
+    """Rounds of (single-query encoder seconds, bare capacity, server capacity, the same without query
+    batching), measured back to back.
 
-    The machine is shared: measuring the two capacities minutes apart lets other work skew their
-    ratio, so each round measures both, with the server idle while the encoder is timed.
+    The machine is shared: measuring the capacities minutes apart lets other work skew their ratio,
+    so each round measures all three, with the servers idle while the encoder is timed.
     """
     encoder = load_encoder(model, threads=1)  # what each of the server's workers runs (model_threads)
     for query in queries[:10]:
         encoder.encode_queries([query])  # warm-up
-    server = Server(index, cache_size=0)
+    batched, unbatched = Server(index, cache_size=0), Server(index, cache_size=0, query_batch=1)
     measured = []
     try:
         for number in range(rounds):
             sample = queries[10 + 100 * number: 110 + 100 * number]
             single, bare = bare_encoder_capacity(encoder, sample)
-            fresh = queries[2000 + 1000 * number:] + queries[:2000]  # queries this round's server has not seen
-            measured.append((single, bare, closed_loop_capacity(server.port, fresh, clients, seconds)))
+            fresh = queries[2000 + 1000 * number:] + queries[:2000]  # queries this round's servers have not seen
+            capacities = [closed_loop_capacity(server.port, fresh, clients, seconds) for server in (batched, unbatched)]
+            measured.append((single, bare, *capacities))
     finally:
-        server.stop()
+        batched.stop()
+        unbatched.stop()
     return measured
 
 
@@ -104,9 +107,10 @@ def path_for(query: str) -> str:
 class Server(ServerProcess):
     """The server with 2 workers, the rate limit off and /metrics summed over both workers."""
 
-    def __init__(self, index: Path, cache_size: int) -> None:
+    def __init__(self, index: Path, cache_size: int, query_batch: int = 8) -> None:
         self.metrics_dir = tempfile.TemporaryDirectory()
         super().__init__(index, WORKERS, env={"RETRIEVER_CACHE_SIZE": str(cache_size),
+                                              "RETRIEVER_QUERY_BATCH": str(query_batch),
                                               "PROMETHEUS_MULTIPROC_DIR": self.metrics_dir.name})
 
     def metric(self, name: str) -> dict[str, float]:
@@ -239,7 +243,7 @@ def main() -> None:
         index = Path(tmp) / "index"
         build_index(entries, load_encoder(args.model), index, settings={"index_answers": False}, progress=False)
         rounds = capacity_rounds(index, args.model, queries, args.rounds, args.capacity_clients, args.capacity_seconds)
-        capacity = statistics.median(server for _, _, server in rounds)
+        capacity = statistics.median(server for _, _, server, _ in rounds)
         load = os.getloadavg()[0]
         uncached, _ = run_levels(index, queries, capacity, levels, args.seconds, cache_size=0)
         cached, lookups = run_levels(index, queries, capacity, levels, args.seconds, cache_size=1024)
@@ -249,13 +253,17 @@ def main() -> None:
           f"after the capacity rounds")
     print(f"\nCapacity, {args.capacity_clients} closed-loop clients on distinct uncached queries, "
           f"{args.capacity_seconds:g} s, beside the bare encoder (cores / single-query time), round by round")
-    print("| round | encoder ms/query | bare-encoder capacity q/s | server capacity req/s | ratio |")
-    print("|---:|---:|---:|---:|---:|")
-    for number, (single, bare, server) in enumerate(rounds, 1):
-        print(f"| {number} | {single * 1000:.1f} | {bare:.1f} | {server:.1f} | {server / bare:.0%} |")
-    ratio = statistics.median(server / bare for _, bare, server in rounds)
-    print(f"median ratio: {ratio:.0%}; load levels below are fractions of the median server capacity, "
-          f"{capacity:.1f} req/s")
+    print("| round | encoder ms/query | bare-encoder capacity q/s | server req/s (default) | ratio "
+          "| server req/s, RETRIEVER_QUERY_BATCH=1 | ratio |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for number, (single, bare, server, unbatched) in enumerate(rounds, 1):
+        print(f"| {number} | {single * 1000:.1f} | {bare:.1f} | {server:.1f} | {server / bare:.0%} "
+              f"| {unbatched:.1f} | {unbatched / bare:.0%} |")
+    ratio = statistics.median(server / bare for _, bare, server, _ in rounds)
+    unbatched_ratio = statistics.median(unbatched / bare for _, bare, _, unbatched in rounds)
+    gain = statistics.median(server / unbatched for _, _, server, unbatched in rounds)
+    print(f"median ratio to the bare encoder: {ratio:.0%} (query batching off: {unbatched_ratio:.0%}; batching "
+          f"gain {gain:.2f}x); load levels below are fractions of the median server capacity, {capacity:.1f} req/s")
     print_rows("Answer cache off (RETRIEVER_CACHE_SIZE=0)", uncached)
     print_rows("Answer cache on (RETRIEVER_CACHE_SIZE=1024, per worker, cold at start)", cached)
     hits, misses = lookups.get('outcome="hit"', 0.0), lookups.get('outcome="miss"', 0.0)

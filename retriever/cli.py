@@ -268,7 +268,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         # Each worker: one encoder per model, shared by the collections built with it. A collection that
         # cannot load answers 503 and retries; collections added or removed later are picked up.
-        registry = CollectionRegistry.open(args.index, EncoderCache(model_threads(settings.workers)), model=model,
+        encoders = EncoderCache(model_threads(settings.workers), query_batch=config.query_batch)
+        registry = CollectionRegistry.open(args.index, encoders, model=model,
                                            mode=args.mode, default=config.default_collection,
                                            poll_seconds=config.reload_poll_seconds, holder_options=holder_options)
         registry.watch()

