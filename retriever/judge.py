@@ -29,7 +29,7 @@ import numpy as np
 from .lexical import lucene_idf
 from .scoring import AMBIGUOUS, ANSWER, NO_MATCH
 
-JUDGE_FORMAT = 2  # 2: a listwise ranker may reorder the candidates
+JUDGE_FORMAT = 2  # 2: boosted trees may replace the logistic weights; a listwise ranker may reorder
 READABLE_FORMATS = (1, 2)  # a format-1 judge (no ranker) still loads; a build with --if-stale retrains it
 JUDGED = 5  # candidates the judge scores (and may reorder) per query
 QUESTION_FIELDS = ("question", "paraphrase")  # the texts that are questions (answers are not)
@@ -426,6 +426,62 @@ class Verdict:
 
 
 @dataclass(frozen=True)
+class TreeEnsemble:
+    """Boosted trees as flat arrays (tree x node), evaluated in numpy: the judge's model when trees
+    measured better than the logistic regression on held-out queries (see judge_training)."""
+
+    baseline: float
+    feature: np.ndarray  # int, the feature a node splits on
+    threshold: np.ndarray  # a row goes left when its feature is <= the threshold
+    left: np.ndarray
+    right: np.ndarray
+    value: np.ndarray  # a leaf's contribution to the log-odds
+    leaf: np.ndarray  # bool
+    depth: int  # the deepest leaf: steps enough for every row to reach one
+
+    def __post_init__(self) -> None:
+        # Flat lookups for log_odds: node ids over all trees, and per node its two children
+        # (a leaf's children are itself, so a row that reached a leaf stays there).
+        trees, width = self.feature.shape
+        start = (np.arange(trees) * width)[:, None]
+        own = start + np.arange(width)[None, :]
+        children = np.stack([np.where(self.leaf, own, start + self.left), np.where(self.leaf, own, start + self.right)],
+                            axis=-1)
+        object.__setattr__(self, "_flat", (start.ravel(), self.feature.ravel(), self.threshold.ravel(),
+                                           children.ravel(), self.value.ravel()))
+
+    def log_odds(self, features: np.ndarray) -> np.ndarray:
+        """Every row down every tree at once, one level per step."""
+        start, feature, threshold, children, value = self._flat
+        rows = np.arange(len(features))[:, None]
+        node = np.broadcast_to(start, (len(features), len(start)))
+        for _ in range(self.depth):
+            right = features[rows, feature[node]] > threshold[node]
+            node = children[2 * node + right]
+        return self.baseline + value[node].sum(axis=1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"baseline": self.baseline, "depth": self.depth,
+                **{name: getattr(self, name).tolist() for name in _TREE_ARRAYS}}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "TreeEnsemble":
+        arrays = {name: np.asarray(data[name], dtype=kind) for name, kind in _TREE_ARRAYS.items()}
+        trees = cls(float(data["baseline"]), depth=int(data["depth"]), **arrays)
+        shape = trees.feature.shape
+        if len(shape) != 2 or any(a.shape != shape for a in arrays.values()) or trees.depth < 0 \
+                or (trees.feature.size and (trees.feature.min() < 0 or trees.feature.max() >= len(FEATURES)
+                                            or min(trees.left.min(), trees.right.min()) < 0
+                                            or max(trees.left.max(), trees.right.max()) >= shape[1])):
+            raise ValueError("judge trees have the wrong shape")
+        return trees
+
+
+_TREE_ARRAYS = {"feature": np.int64, "threshold": np.float64, "left": np.int64, "right": np.int64,
+                "value": np.float64, "leaf": bool}
+
+
+@dataclass(frozen=True)
 class Judge:
     """A fitted judge: standardisation, logistic weights, a calibration curve and the decision limits."""
 
@@ -445,6 +501,7 @@ class Judge:
     score_floor: float | None = None
     # Listwise ranking weights over the raw features (None: rank by probability, as format 1 did).
     rank_weights: np.ndarray | None = None
+    trees: TreeEnsemble | None = None  # boosted trees in place of the logistic weights (None: logistic)
 
     def order(self, features: np.ndarray, probabilities: np.ndarray) -> list[int]:
         """Positions of the judged candidates in the order to show them (the score order unless reordering).
@@ -459,7 +516,8 @@ class Judge:
 
     def probabilities(self, features: np.ndarray) -> np.ndarray:
         """The judge's raw probability that each candidate answers its query."""
-        z = ((features - self.mean) / self.scale) @ self.weights + self.bias
+        z = self.trees.log_odds(features) if self.trees is not None \
+            else ((features - self.mean) / self.scale) @ self.weights + self.bias
         return 1.0 / (1.0 + np.exp(-np.clip(z, -30, 30)))
 
     def confidence(self, probability: float | np.ndarray) -> float | np.ndarray:
@@ -483,7 +541,8 @@ class Judge:
                 "bias": self.bias, "curve": {"x": self.curve_x.tolist(), "y": self.curve_y.tolist()},
                 "threshold": self.threshold, "ambiguity_margin": self.ambiguity_margin,
                 "score_floor": self.score_floor, "summary": dict(self.summary or {}),
-                "rank_weights": None if self.rank_weights is None else self.rank_weights.tolist()}
+                "rank_weights": None if self.rank_weights is None else self.rank_weights.tolist(),
+                "trees": None if self.trees is None else self.trees.to_dict()}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Judge":
@@ -500,8 +559,9 @@ class Judge:
             threshold = None if data["threshold"] is None else float(data["threshold"])
             floor = None if data.get("score_floor") is None else float(data["score_floor"])
             ranker = None if data.get("rank_weights") is None else np.asarray(data["rank_weights"], dtype=np.float64)
+            trees = None if data.get("trees") is None else TreeEnsemble.from_dict(data["trees"])
             judge = cls(*arrays, float(data["bias"]), curve_x, curve_y, threshold, float(data["ambiguity_margin"]),
-                        bool(data["reorder"]), int(data["judged"]), data.get("summary") or {}, floor, ranker)
+                        bool(data["reorder"]), int(data["judged"]), data.get("summary") or {}, floor, ranker, trees)
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"judge fields missing or malformed ({exc})") from None
         if any(a.shape != (len(FEATURES),) for a in arrays) or curve_x.shape != curve_y.shape or not len(curve_x) \

@@ -241,3 +241,22 @@ def test_the_ranker_learns_which_candidate_is_right_and_is_kept_only_if_held_out
     same = [held(True, True)] * 396
     assert not _reorder_helps(same + [held(False, True)] * 2 + [held(True, False)] + [held(False, False)])
     assert _reorder_helps(same + [held(False, True)] * 3 + [held(False, False)])
+
+
+def test_boosted_trees_match_scikit_learn_round_trip_and_refuse_broken_arrays():
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from retriever.judge import TreeEnsemble
+    from retriever.judge_training import TREES, Round, _fit_trees
+
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(1000, len(FEATURES)))
+    labels = (features[:, 0] + features[:, 1] * features[:, 2] > 0).astype(float)  # an interaction: trees' case
+    trees = _fit_trees([Round(features[i:i + 5], labels[i:i + 5], "labelled", 0) for i in range(0, 1000, 5)])
+    model = HistGradientBoostingClassifier(**TREES, early_stopping=False, random_state=0).fit(features, labels)
+    unseen = rng.normal(size=(50, len(FEATURES)))
+    assert np.allclose(trees.log_odds(unseen), model.decision_function(unseen))  # numpy at query time, same model
+    stored = json.loads(json.dumps(trees.to_dict()))
+    assert np.allclose(TreeEnsemble.from_dict(stored).log_odds(unseen), trees.log_odds(unseen))
+    with pytest.raises(ValueError, match="wrong shape"):
+        TreeEnsemble.from_dict({**stored, "left": [[len(stored["left"][0])] * len(stored["left"][0])] * len(stored["left"])})
