@@ -168,9 +168,9 @@ def test_api_docs_page_renders_every_route(page, server):
 # --- the editors' workbench ----------------------------------------------------------------------
 
 BENCH_TOKEN = "browser-bench-token"
-# No entry answers this today (the test checks); once it is a paraphrase of cancel-02, the one that
-# says an employer must confirm a cancellation, it is answered by cancel-02.
-UNMATCHED = "注销需要企业同意吗"
+# No entry answers this today (the test checks: the seed's judge refuses it); once an editor makes it a
+# paraphrase of cancel-02 (where a cancellation's progress is looked up), it is answered by cancel-02.
+UNMATCHED = "注销了为什么还显示在册"
 
 
 def _search(page, url: str, query: str):
