@@ -74,7 +74,7 @@ def bare_encoder_capacity(encoder, queries: list[str]) -> tuple[float, float]:
     return single, (os.cpu_count() or 1) / single
 
 
-def capacity_rounds(index: Path, model: str, queries: list[str], rounds: int, clients: int,
+def capacity_rounds(index: Path, encoder, queries: list[str], rounds: int, clients: int,
                     seconds: float) -> list[tuple[float, float, float, float]]:
     """Rounds of (single-query encoder seconds, bare capacity, server capacity, the same without query
     batching), measured back to back.
@@ -82,16 +82,16 @@ def capacity_rounds(index: Path, model: str, queries: list[str], rounds: int, cl
     The machine is shared: measuring the capacities minutes apart lets other work skew their ratio,
     so each round measures all three, with the servers idle while the encoder is timed.
     """
-    encoder = load_encoder(model, threads=1)  # what each of the server's workers runs (model_threads)
     for query in queries[:10]:
         encoder.encode_queries([query])  # warm-up
     batched, unbatched = Server(index, cache_size=0), Server(index, cache_size=0, query_batch=1)
     measured = []
     try:
         for number in range(rounds):
-            sample = queries[10 + 100 * number: 110 + 100 * number]
-            single, bare = bare_encoder_capacity(encoder, sample)
             fresh = queries[2000 + 1000 * number:] + queries[:2000]  # queries this round's servers have not seen
+            # The encoder is timed on the queries the servers get (spread over the ~1,000 a round takes):
+            # the query texts' lengths vary along the file, and the model's time with them.
+            single, bare = bare_encoder_capacity(encoder, fresh[:1000:10])
             capacities = [closed_loop_capacity(server.port, fresh, clients, seconds) for server in (batched, unbatched)]
             measured.append((single, bare, *capacities))
     finally:
@@ -241,8 +241,11 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         index = Path(tmp) / "index"
-        build_index(entries, load_encoder(args.model), index, settings={"index_answers": False}, progress=False)
-        rounds = capacity_rounds(index, args.model, queries, args.rounds, args.capacity_clients, args.capacity_seconds)
+        # One model thread, as each of the server's workers runs it (model_threads). Loaded once, first:
+        # the model's thread count is fixed when its runtime starts, so a later threads=1 would not apply.
+        encoder = load_encoder(args.model, threads=1)
+        build_index(entries, encoder, index, settings={"index_answers": False}, progress=False)
+        rounds = capacity_rounds(index, encoder, queries, args.rounds, args.capacity_clients, args.capacity_seconds)
         capacity = statistics.median(server for _, _, server, _ in rounds)
         load = os.getloadavg()[0]
         uncached, _ = run_levels(index, queries, capacity, levels, args.seconds, cache_size=0)
