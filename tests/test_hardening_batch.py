@@ -6,13 +6,12 @@ import os
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
 import pytest
 
-from conftest import REPO, free_port
+from conftest import REPO, free_port, port_open, started
 from retriever.batch.classify import ClassifyError, classify_file, read_output
 from retriever.batch.readers import MAX_RECORD_LINES, id_shape, looks_like_a_record, parse_record
 from retriever.cli import main
@@ -343,27 +342,9 @@ def _one_chunk(path: bytes, body: bytes, size_line: bytes | None = None) -> byte
 def _threaded_server(index):
     """`serve --worker-class gthread`: the app itself reads the chunked stream (no buffering in front)."""
     port = free_port()
-    log = tempfile.TemporaryFile()
-    process = subprocess.Popen([sys.executable, "-m", "retriever", "serve", "--index", str(index), "--port", str(port),
-                                "--workers", "1", "--worker-class", "gthread"], cwd=REPO, stdout=log, stderr=log)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert process.poll() is None and time.monotonic() < deadline, "the gthread server did not start"
-                time.sleep(0.2)
+    with started([sys.executable, "-m", "retriever", "serve", "--index", str(index), "--port", str(port),
+                  "--workers", "1", "--worker-class", "gthread"], port_open(port)):
         yield port
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=45)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
 
 
 def _check_chunked_framing(port):

@@ -1,15 +1,12 @@
 """Dify's External Knowledge API (request bodies as Dify sends them) and the MCP server (the SDK's own client)."""
 import json
 import os
-import socket
-import subprocess
 import sys
-import time
 
 import anyio
 import pytest
 
-from conftest import REPO, free_port
+from conftest import REPO, free_port, port_open, started
 from retriever.config import ServiceConfig
 from retriever.encoders import EncoderCache
 from retriever.http import create_app
@@ -203,26 +200,9 @@ async def _mcp_http_session(url: str, check):
                 await check(session)
 
 
-def test_mcp_server_over_streamable_http_with_the_sdk_client(collections_root, tmp_path):  # noqa: F811
+def test_mcp_server_over_streamable_http_with_the_sdk_client(collections_root):  # noqa: F811
     port = free_port()
-    log = open(tmp_path / "mcp.log", "w")
-    process = subprocess.Popen([sys.executable, "-m", "retriever", "mcp", "--index", str(collections_root), "--http",
-                                "--port", str(port)], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 120
-        while True:  # listening once the collections are loaded
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert process.poll() is None and time.monotonic() < deadline, (tmp_path / "mcp.log").read_text()
-                time.sleep(0.3)
+    # Listening once the collections are loaded.
+    with started([sys.executable, "-m", "retriever", "mcp", "--index", str(collections_root), "--http",
+                  "--port", str(port)], port_open(port), timeout=120):
         anyio.run(_mcp_http_session, f"http://127.0.0.1:{port}/mcp", _check_tools)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, SEED_CORPUS
-from retriever.encoders import USE_MODEL, USEEncoder, load_encoder
+from retriever.encoders import USE_MODEL, USEEncoder
 from retriever.errors import EncoderError
 from retriever.evaluation import ranking_metrics, read_labelled, run
 from retriever.search import Searcher
@@ -21,11 +21,6 @@ TEXTS = ["一级建造师怎么注销注册？", "一级建造师注册如何注
 def cli(*args):
     return subprocess.run([sys.executable, "-m", "retriever", *args], cwd=REPO, capture_output=True, text=True,
                           timeout=120, env={**os.environ, "RETRIEVER_MODEL": ""})
-
-
-@pytest.fixture(scope="module")
-def use_encoder():
-    return load_encoder(USE_MODEL, threads=1)
 
 
 @pytest.fixture(scope="module")
