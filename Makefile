@@ -8,9 +8,9 @@ INDEX  ?= index/
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install index serve test bench browser-deps redis-deps package-check clean
+.PHONY: install index serve test bench browser-deps redis-deps nginx-deps package-check clean
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
+$(VENV)/.installed: requirements.txt requirements-dev.txt $(wildcard requirements/*.txt) pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
@@ -41,11 +41,15 @@ redis-deps:
 	@command -v redis-server >/dev/null 2>&1 || { apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server; }
 
-# The package installs on its own: `pip install .` in a fresh venv, then the console script answers.
+# Debian's nginx for tests/test_nginx.py (root): the test runs it with deploy/nginx.conf on a free port.
+nginx-deps:
+	@command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx-light; }
+
+# The lean core: `pip install .` in a fresh venv pulls no torch/sentence-transformers/ray/pyarrow, and from it
+# alone the seed corpus builds and the default serve answers a search (scripts/package_check.sh; prints the size).
 package-check:
-	@d=$$(mktemp -d) && trap 'rm -rf "$$d"' EXIT && $(PYTHON) -m venv "$$d/venv" && \
-	  "$$d/venv/bin/python" -m pip install --quiet . && "$$d/venv/bin/faq-retriever" --help >/dev/null && \
-	  echo "package-check: pip install . in a fresh venv, then faq-retriever --help: ok"
+	bash scripts/package_check.sh $(PYTHON)
 
 bench: install
 	$(PY) -m benchmarks.search_latency

@@ -38,19 +38,17 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from retriever.corpus import FaqEntry
+from retriever.encoders import load_encoder
+from retriever.evaluation import LabelledQuery, calibrate_index, decision_metrics, run
+from retriever.evaluation_report import write_decision_report
+from retriever.normalize import normalize
+from retriever.pipeline import QueryMemo, finalize_version
+from retriever.judge_training import train_judge
+from retriever.search import Searcher
+from retriever.store import build_index, load_index
+
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from retriever.corpus import FaqEntry  # noqa: E402
-from retriever.encoders import load_encoder  # noqa: E402
-from retriever.evaluation import LabelledQuery, calibrate_index, decision_metrics, run  # noqa: E402
-from retriever.evaluation_report import write_decision_report  # noqa: E402
-from retriever.normalize import normalize  # noqa: E402
-from retriever.pipeline import QueryMemo, finalize_version  # noqa: E402
-from retriever.judge_training import train_judge  # noqa: E402
-from retriever.search import Searcher  # noqa: E402
-from retriever.store import build_index, load_index  # noqa: E402
-
 DEFAULT_PAIRS = REPO.parent / "shared" / "benchmarks" / "tianchi_ncov" / "pairs.csv"
 
 

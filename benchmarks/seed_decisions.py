@@ -6,25 +6,33 @@ editor's negative examples, the judge, the judge with the negative examples. The
 questions and the negatives are in tests/data/seed_near_domain.yaml; the in-domain and
 out-of-domain queries are those of tests/test_search.py (none of them given to the build).
 
-Usage: python benchmarks/seed_decisions.py
+Usage: python -m benchmarks.seed_decisions
 """
 from __future__ import annotations
 
+import ast
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
+from retriever.encoders import load_encoder
+from retriever.pipeline import build_from_corpus
+from retriever.search import Searcher
 
-from retriever.encoders import load_encoder  # noqa: E402
-from retriever.pipeline import build_from_corpus  # noqa: E402
-from retriever.search import Searcher  # noqa: E402
-from test_search import OUT_OF_DOMAIN, UNSEEN_QUERIES  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _test_queries(*names: str) -> list:
+    """The literal query lists of tests/test_search.py, read from its source (importing it needs pytest's path)."""
+    tree = ast.parse((REPO / "tests" / "test_search.py").read_text(encoding="utf-8"))
+    found = {target.id: ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.Assign)
+             for target in node.targets if isinstance(target, ast.Name) and target.id in names}
+    return [found[name] for name in names]
+
+
+UNSEEN_QUERIES, OUT_OF_DOMAIN = _test_queries("UNSEEN_QUERIES", "OUT_OF_DOMAIN")
 
 DATA = yaml.safe_load((REPO / "tests" / "data" / "seed_near_domain.yaml").read_text(encoding="utf-8"))
 

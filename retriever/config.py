@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Mapping
 
 from .errors import RetrieverError
@@ -57,6 +59,21 @@ def _storage_uri(environ: Mapping[str, str], name: str, default: str) -> str:
     return value
 
 
+def _budget_env(environ: Mapping[str, str], name: str, default: str | None) -> str | None:
+    """An amount per window (``60000 per minute``, the rate limit's syntax); empty: None (no budget)."""
+    value = environ.get(name, default)
+    if not value:
+        return None
+    from limits import parse
+
+    try:
+        parse(value)
+    except ValueError:
+        raise RetrieverError(f"environment variable {name}={value!r} is not an amount per window such as "
+                             f"'60000 per minute'; set it empty to turn the budget off") from None
+    return value
+
+
 def _metrics_dir(environ: Mapping[str, str]) -> str | None:
     """PROMETHEUS_MULTIPROC_DIR, which prometheus-client itself reads: it must be an existing folder."""
     folder = environ.get("PROMETHEUS_MULTIPROC_DIR") or None
@@ -64,6 +81,47 @@ def _metrics_dir(environ: Mapping[str, str]) -> str | None:
         raise RetrieverError(f"environment variable PROMETHEUS_MULTIPROC_DIR={folder!r} is not a folder: create "
                              f"it (empty) before starting the server, or unset it")
     return folder
+
+
+_OFF = {"off", "no", "none", "false", "0"}
+DATA_FOLDER = "data"  # under the index root: versions are built and pruned beside it, never in it
+
+
+def _switch_env(environ: Mapping[str, str], name: str, default: bool) -> bool:
+    value = (environ.get(name) or "").strip().lower()
+    if not value:
+        return default
+    if value in _OFF or value in {"on", "yes", "true", "1"}:
+        return value not in _OFF
+    raise RetrieverError(f"environment variable {name}={value!r} must be on or off")
+
+
+def _pii_patterns(environ: Mapping[str, str]) -> tuple[str, ...]:
+    """RETRIEVER_PII_PATTERNS (one expression) and the lines of RETRIEVER_PII_PATTERNS_FILE, each checked."""
+    inline = environ.get("RETRIEVER_PII_PATTERNS")
+    found = [("RETRIEVER_PII_PATTERNS", inline)] if inline else []
+    file = environ.get("RETRIEVER_PII_PATTERNS_FILE")
+    if file:
+        try:
+            lines = open(file, encoding="utf-8").read().splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise RetrieverError(f"RETRIEVER_PII_PATTERNS_FILE={file!r} cannot be read: {exc}") from None
+        found += [(f"{file}:{number}", line.strip()) for number, line in enumerate(lines, start=1)
+                  if line.strip() and not line.lstrip().startswith("#")]
+    for where, pattern in found:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise RetrieverError(f"{where}: {pattern!r} is not a regular expression ({exc})") from None
+    return tuple(pattern for _, pattern in found)
+
+
+def _log_path(environ: Mapping[str, str], name: str, data_dir: Path | None, file: str) -> str | None:
+    """A log's file: the variable's value, None if it says off, else ``file`` in ``data_dir`` (serve's default)."""
+    value = environ.get(name) or ""
+    if value.strip().lower() in _OFF:
+        return None
+    return value or (str(data_dir / file) if data_dir else None)
 
 
 @dataclass(frozen=True)
@@ -94,12 +152,32 @@ class ServiceConfig:
     unmatched_log: str | None = None  # JSON Lines of no_match queries, rotated at 10 MB
     reload_poll_seconds: float = 2.0  # how often workers look for a new CURRENT version; 0: never
     feedback_log: str | None = None  # JSON Lines of 有帮助/没帮助 feedback, rotated at 10 MB; None: feedback is off
+    pii_masking: bool = True  # personal data masked in logs, reports, cache keys; RETRIEVER_PII_MASKING=off
+    pii_patterns: tuple[str, ...] = ()  # extra expressions masked as personal data
+    log_retention_days: float = 90.0  # unmatched and feedback records older than this are deleted; 0: kept
     corpus_dir: str | None = None  # the served corpus: page titles (collection.yaml), and what the workbench edits
     secret: str | None = None  # signs the workbench's session cookie; None: a random one per app
+    session_hours: float = 8.0  # a workbench login lasts this long; logout ends it at once, in every worker
+    # Where live workbench sessions are kept (shared by the workers); None: a folder in the system's
+    # temporary folder named after the secret, so every worker of one server finds the same one.
+    session_dir: str | None = None
+    # Work bounded by what the model reads (characters of the normalised texts; docs/fair-load.md):
+    # one /v1/classify request (413 past it): 40 texts of 500 characters, 16-32 s of one core.
+    classify_chars_per_request: int = 20_000
+    # What one client (address, or API key) may send to classify per window (429 past it); None: no budget.
+    classify_budget: str | None = "60000 per minute"
+    batch_jobs: int = 2  # classify requests one worker runs at once (503 past it): the others keep its threads
+    # Collections load on first use; one unused this long is unloaded (0: kept), the default one never.
+    collection_idle_seconds: float = 1800.0
+    # At most this many collections loaded per worker, least recently used unloaded first (0: no bound).
+    max_loaded_collections: int = 100
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] = os.environ) -> "ServiceConfig":
+    def from_env(cls, environ: Mapping[str, str] = os.environ, index_root: str | Path | None = None) -> "ServiceConfig":
+        """The settings in ``environ``. With ``index_root`` (``serve``), the unmatched and feedback logs
+        default to the data folder (RETRIEVER_DATA_DIR, else ``<index_root>/data``) instead of off."""
         defaults = cls()
+        data_dir = Path(environ.get("RETRIEVER_DATA_DIR") or Path(index_root) / DATA_FOLDER) if index_root else None
         return cls(
             max_query_chars=_number_env(environ, "RETRIEVER_MAX_QUERY_CHARS", defaults.max_query_chars),
             default_top_k=_number_env(environ, "RETRIEVER_DEFAULT_TOP_K", defaults.default_top_k),
@@ -117,12 +195,26 @@ class ServiceConfig:
             cache_max_age=_number_env(environ, "RETRIEVER_CACHE_MAX_AGE", defaults.cache_max_age, minimum=0),
             query_batch=_number_env(environ, "RETRIEVER_QUERY_BATCH", defaults.query_batch),
             metrics_dir=_metrics_dir(environ),
-            unmatched_log=environ.get("RETRIEVER_UNMATCHED_LOG") or None,
+            unmatched_log=_log_path(environ, "RETRIEVER_UNMATCHED_LOG", data_dir, "unmatched.jsonl"),
             reload_poll_seconds=_number_env(environ, "RETRIEVER_RELOAD_POLL_SECONDS",
                                             defaults.reload_poll_seconds, float, 0),
-            feedback_log=environ.get("RETRIEVER_FEEDBACK_LOG") or None,
+            feedback_log=_log_path(environ, "RETRIEVER_FEEDBACK_LOG", data_dir, "feedback.jsonl"),
+            pii_masking=_switch_env(environ, "RETRIEVER_PII_MASKING", defaults.pii_masking),
+            pii_patterns=_pii_patterns(environ),
+            log_retention_days=_number_env(environ, "RETRIEVER_LOG_RETENTION_DAYS", defaults.log_retention_days,
+                                           float, 0),
             corpus_dir=environ.get("RETRIEVER_CORPUS") or None,
             # Made here, once, so that every worker forked from this process shares it (sessions
             # end at a restart; the serve command says so).
             secret=environ.get("RETRIEVER_SECRET") or secrets.token_urlsafe(32),
+            session_hours=_number_env(environ, "RETRIEVER_SESSION_HOURS", defaults.session_hours, float, 0.01),
+            session_dir=environ.get("RETRIEVER_SESSION_DIR") or None,
+            classify_chars_per_request=_number_env(environ, "RETRIEVER_CLASSIFY_MAX_CHARS",
+                                                   defaults.classify_chars_per_request),
+            classify_budget=_budget_env(environ, "RETRIEVER_CLASSIFY_BUDGET", defaults.classify_budget),
+            batch_jobs=_number_env(environ, "RETRIEVER_BATCH_JOBS", defaults.batch_jobs),
+            collection_idle_seconds=_number_env(environ, "RETRIEVER_COLLECTION_IDLE_SECONDS",
+                                                defaults.collection_idle_seconds, float, 0),
+            max_loaded_collections=_number_env(environ, "RETRIEVER_MAX_LOADED_COLLECTIONS",
+                                               defaults.max_loaded_collections, int, 0),
         )

@@ -205,7 +205,8 @@ def calibrate(outcomes: Sequence[Outcome], max_refused: float = 0.05, max_flagge
     }
 
 
-def cross_validated(outcomes: Sequence[Outcome], folds: int = 5) -> dict[str, float]:
+def cross_validated(outcomes: Sequence[Outcome], folds: int = 5, max_refused: float = 0.05,
+                    max_flagged: float = 0.10) -> dict[str, float]:
     """Refusal rates of a threshold calibrated without the queries it is applied to.
 
     Query i falls in fold i % folds; each fold is judged by the threshold
@@ -218,7 +219,7 @@ def cross_validated(outcomes: Sequence[Outcome], folds: int = 5) -> dict[str, fl
         rest = [o for i, o in enumerate(outcomes) if i % folds != fold]
         if not held_out or not any(o.labelled.faq_id for o in rest):
             continue
-        threshold = calibrate(rest)["threshold"]
+        threshold = calibrate(rest, max_refused, max_flagged)["threshold"]
         for o in held_out:
             below = o.top_scores[0] < threshold
             if o.labelled.faq_id is None:

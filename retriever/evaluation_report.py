@@ -11,7 +11,11 @@ import io
 from pathlib import Path
 from typing import Mapping
 
+from .errors import require_extra
 from .files import write_text_atomic
+
+# The charts need matplotlib, the optional [reports] extra.
+REPORT_FEATURE = "evaluate --report (its charts)"
 
 _ROWS = (("top1", "第一条正确率（条目在库）"), ("answered_right", "回答且正确"), ("confident_wrong", "回答但错误"),
          ("refused_when_absent", "条目缺失时拒答"), ("ambiguous", "存疑"))
@@ -19,7 +23,7 @@ _ROWS = (("top1", "第一条正确率（条目在库）"), ("answered_right", "�
 
 def reliability_png(name: str, bins: list[dict]) -> bytes:
     """The reliability diagram of one decision rule, as a PNG."""
-    import matplotlib
+    matplotlib = require_extra("matplotlib", REPORT_FEATURE, "reports")
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt

@@ -28,6 +28,7 @@ from .files import sha256_file, write_text_atomic
 from .scoring import ANSWER, NO_MATCH
 from .search import Searcher
 from .store import MANIFEST, VERSIONS, current_version, load_index, read_manifest
+from .store.layout import with_decision_checksum
 
 MAX_DROP_QUERIES = 1  # top-1 may lose one query ...
 MAX_DROP_POINTS = 1.0  # ... and one percentage point, not more
@@ -156,6 +157,7 @@ def staged_searcher(staging: Path, fields: dict[str, Any], encoder: Encoder) -> 
     manifest = {**read_manifest(staging), **fields}
     manifest["files"] = {p.name: sha256_file(p) for p in sorted(staging.iterdir())
                          if p.is_file() and p.name != MANIFEST}
+    manifest = with_decision_checksum(manifest)
     write_text_atomic(staging / MANIFEST, json.dumps(manifest, ensure_ascii=False, indent=2) + "\n")
     return Searcher(load_index(staging), encoder)
 

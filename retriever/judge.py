@@ -568,4 +568,12 @@ class Judge:
                 or np.any(judge.scale <= 0) or judge.judged < 1 \
                 or (ranker is not None and ranker.shape != (len(FEATURES),)):
             raise ValueError("judge arrays have the wrong shape")
+        numbers = {"mean": judge.mean, "scale": judge.scale, "weights": judge.weights, "bias": judge.bias,
+                   "curve": np.concatenate([curve_x, curve_y]), "threshold": threshold,
+                   "ambiguity_margin": judge.ambiguity_margin, "score_floor": floor, "rank_weights": ranker,
+                   "trees": None if trees is None else np.concatenate([[trees.baseline], trees.threshold.ravel(),
+                                                                        trees.value.ravel()])}
+        bad = [name for name, value in numbers.items() if value is not None and not np.isfinite(value).all()]
+        if bad:  # NaN would make every judged search fail; refused at load, the version never serves
+            raise ValueError(f"judge values are not finite numbers (NaN or infinity) in: {', '.join(bad)}")
         return judge

@@ -11,6 +11,8 @@ import unicodedata
 
 import opencc
 
+from .errors import QueryError
+
 # CJK ideographs (basic, extension A, compatibility) that a pinyin reading may follow.
 _CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _TONED_VOWELS = "āáǎàēéěèīíǐìōóǒòūúǔùǖǘǚǜńňǹḿ"
@@ -56,3 +58,37 @@ def normalize(text: str) -> str:
     text = strip_glued_pinyin(text)
     text = _to_simplified().convert(text)
     return _WHITESPACE.sub(" ", text).strip()
+
+
+class QueryTooLong(QueryError):
+    """A query longer than the limit, as sent or once normalised (NFKC expands: ㌀ becomes アパート)."""
+
+    def __init__(self, length: int, limit: int) -> None:
+        super().__init__(f"the query has {length} characters (as sent, or once normalised); the limit is {limit}")
+        self.length, self.limit = length, limit
+
+
+def query_length(query: str) -> int:
+    """What a query's length limit bounds: the longer of the text as sent and as the model reads it."""
+    return max(len(query), len(normalize(query)))
+
+
+def check_query_length(query: str, limit: int, *, truncate: bool = False) -> str:
+    """``query`` when its :func:`query_length` is within ``limit``; else :class:`QueryTooLong`, or with
+    ``truncate`` its longest prefix that is within the limit (for clients that cannot shorten it: Dify).
+
+    The one length check of every route (``/v1/search``, ``/v1/classify``, feedback, ``/retrieval``, MCP).
+    """
+    length = query_length(query)
+    if length <= limit:
+        return query
+    if not truncate:
+        raise QueryTooLong(length, limit)
+    low, high = 0, min(len(query), limit)  # a prefix of at most `limit` characters as sent
+    while low < high:  # the longest prefix within the limit once normalised too
+        middle = (low + high + 1) // 2
+        if query_length(query[:middle]) <= limit:
+            low = middle
+        else:
+            high = middle - 1
+    return query[:low]

@@ -10,6 +10,7 @@ import numpy as np
 
 from .cascade import DEFAULT_MAX_ERROR, FastGate, FastRanking, learn_gate, paraphrase_rounds
 from .corpus import load_corpus
+from .corpus.conflicts import ConflictReport, IdenticalText, check_identical, closer_elsewhere, write_conflicts
 from .encoders import Encoder
 from .evaluation import LabelledQuery, Outcome, calibrate, read_labelled, run
 from .files import write_jsonl, write_text_atomic
@@ -17,12 +18,18 @@ from .normalize import normalize
 from .judge import JUDGE_FORMAT
 from .judge_training import train_judge
 from .search import Searcher
+from .self_calibration import add_offtopic, calibrate_modes, load_offtopic, plan_rounds
 from .store import build_index, is_up_to_date, load_index, record_artifacts
 from .store.layout import JUDGE, LABELLED, LABELLED_VECTORS
 from .lexical import Tokenizer
 from .scoring import DEFAULT_MODE, MODES
 
 LABELLED_FILE = "labelled.jsonl"
+# Labelled queries enough to calibrate on alone (the seed corpus ships 42 and 18); fewer are topped up
+# with the corpus's own rounds (retriever/self_calibration.py).
+MIN_LABELLED_IN_DOMAIN = 20
+MIN_LABELLED_OUT_OF_DOMAIN = 10
+SELF_CALIBRATION_FORMAT = 1  # in the build settings: an index built before self-calibration is stale
 
 
 @dataclass(frozen=True)
@@ -44,8 +51,9 @@ def build_from_corpus(corpus: str | Path, out: str | Path, encoder: Encoder, *, 
                       if_stale: bool = False, batch_size: int = 64, keep_versions: int = 5,
                       progress: bool = True, check: Callable[[Path, dict], dict] | None = None,
                       fast_encoder: Encoder | None = None,
-                      fast_path_max_error: float = DEFAULT_MAX_ERROR) -> BuildOutcome:
-    """Validate the corpus, embed it, calibrate on the labelled queries (if any), publish.
+                      fast_path_max_error: float = DEFAULT_MAX_ERROR, allow_conflicts: bool = False,
+                      self_calibration: bool = True) -> BuildOutcome:
+    """Validate the corpus, embed it, calibrate (on the labelled queries, the corpus itself, or both), publish.
 
     ``fast_encoder`` makes a cascade index: every text embedded by it too, and the fast path's
     gate calibrated for ``fast_path_max_error`` (retriever/cascade.py).
@@ -54,21 +62,25 @@ def build_from_corpus(corpus: str | Path, out: str | Path, encoder: Encoder, *, 
     ``if_stale``, nothing is built when the current version has the same inputs.
     ``check`` (the publish gate, :mod:`retriever.gate`) gets the complete staging folder and its
     new manifest fields before publication: it may add fields, or raise to refuse the version.
+    A text two entries share (retriever/corpus/conflicts.py) raises ConflictError unless ``allow_conflicts``.
     """
     entries = load_corpus(corpus)
+    identical = check_identical(entries, allow_conflicts, CONFLICTS_FIX)  # before any model time
     labelled_path = Path(labelled_path) if labelled_path else default_labelled_path(corpus)
     labelled = read_labelled(labelled_path, {e.id for e in entries}) if labelled_path else []
     settings = {"index_answers": index_answers, "default_mode": mode,
                 "tokenizer": Tokenizer.from_corpus_dir(corpus).config(),
                 "labelled": [[q.query, q.faq_id] for q in labelled],
-                "judge": JUDGE_FORMAT}  # an index built before the judge is stale
+                "judge": JUDGE_FORMAT,  # an index built before the judge is stale
+                "self_calibration": SELF_CALIBRATION_FORMAT if self_calibration else None}
     if fast_encoder is not None:  # only then: an index without a fast model stays up to date
         settings.update(fast_model=fast_encoder.name, fast_path_max_error=fast_path_max_error)
     if if_stale and is_up_to_date(out, entries, encoder.name, settings):
         return BuildOutcome(None, len(entries), labelled_path)
 
     def finalize(staging: Path) -> dict:
-        fields = finalize_version(staging, encoder, labelled, progress, fast_encoder, fast_path_max_error)
+        fields = finalize_version(staging, encoder, labelled, progress, fast_encoder, fast_path_max_error,
+                                  identical, self_calibration)
         return {**fields, **check(staging, fields)} if check else fields
 
     version_dir = build_index(entries, encoder, out, settings=settings, batch_size=batch_size,
@@ -78,32 +90,79 @@ def build_from_corpus(corpus: str | Path, out: str | Path, encoder: Encoder, *, 
 
 
 def finalize_version(staging: Path, encoder: Encoder, labelled: list, progress: bool = True,
-                     fast_encoder: Encoder | None = None, fast_path_max_error: float = DEFAULT_MAX_ERROR) -> dict:
-    """Calibrate every mode on the labelled queries (if any), train the judge into the staging folder
-    and, with a fast model, calibrate the fast path's gate.
+                     fast_encoder: Encoder | None = None, fast_path_max_error: float = DEFAULT_MAX_ERROR,
+                     identical: Sequence[IdenticalText] = (), self_calibration: bool = True) -> dict:
+    """Calibrate every mode, train the judge into the staging folder and, with a fast model, calibrate
+    the fast path's gate.
 
+    Calibration uses the labelled queries when there are enough of them, the corpus itself when
+    there are none (``self_calibration``, retriever/self_calibration.py), and both in between.
     Returns the manifest fields to add. The labelled queries are embedded once for all of it.
     Everything but the gate is learned on the full path alone (the searchers here have no cascade).
     """
     memo = QueryMemo(encoder)
     index = load_index(staging)
     searcher = Searcher(index, memo, cascade=False)
-    fields: dict = {}
+    fields: dict = {"conflicts": record_conflicts(staging, index, identical)}
+    kind = calibration_kind(labelled, self_calibration and len(index.entries) > 1)
+    rounds = None
+    if kind in ("self", "both"):
+        rounds = plan_rounds(index, np.random.default_rng(0))
+        add_offtopic(rounds, searcher, load_offtopic(), memo)
+    outcomes = {mode: run(searcher, labelled, mode=mode, progress=progress) for mode in MODES} if labelled else {}
+    if rounds is not None:
+        fields["calibration"] = calibrate_modes(searcher, rounds, outcomes)
+    elif outcomes:
+        fields["calibration"] = {mode: calibrate(found) for mode, found in outcomes.items()}
     if labelled:
-        fields["calibration"] = {mode: calibrate(run(searcher, labelled, mode=mode, progress=progress))
-                                 for mode in MODES}
         keep_labelled(staging, index, labelled, memo)
     if len(index.entries) > 1:
         # one that sees the labelled queries
-        judge = train_judge(Searcher(index, memo, cascade=False), labelled, progress=progress)
+        judge = train_judge(Searcher(index, memo, cascade=False), labelled, progress=progress, self_rounds=rounds)
         write_text_atomic(staging / JUDGE, json.dumps(judge.to_dict(), ensure_ascii=False) + "\n")
         fields["judge"] = dict(judge.summary or {})
+    fields["calibration_source"] = calibration_source(kind, labelled, rounds, fields)
     if fast_encoder is not None:
         gate = calibrate_fast_path(Searcher(index, memo, cascade=False), fast_encoder, labelled, fast_path_max_error)
         fields["fast_path"] = gate.to_dict()
     # A check of the staging version (the publish gate) then sees them, and the fast path's gate.
     record_artifacts(staging, {"fast_path": fields["fast_path"]} if "fast_path" in fields else None)
     return fields
+
+
+CONFLICTS_FIX = ("Nothing was built. Remove or reword one of each (or move it to the right entry), or build with "
+                 "--allow-conflicts to publish anyway (recorded in the manifest).")
+
+
+def record_conflicts(staging: Path, index, identical: Sequence[IdenticalText] = ()) -> dict:
+    """Paraphrases the version's own vectors place nearer another entry, and the identical texts let
+    through, into ``conflicts.json``; returns the manifest's counts."""
+    vectors = index.vectors.reconstruct_n(0, index.vectors.ntotal)
+    closer = closer_elsewhere(index.texts, vectors, [entry.id for entry in index.entries])
+    return write_conflicts(staging, ConflictReport(tuple(identical), closer, allowed=bool(identical)))
+
+
+def calibration_kind(labelled: Sequence[LabelledQuery], self_calibration: bool) -> str:
+    """``labelled`` (enough labelled queries of both kinds), ``self`` (none), ``both`` (a few), ``none``."""
+    inside = sum(q.faq_id is not None for q in labelled)
+    if not self_calibration:
+        return "labelled" if labelled else "none"
+    if inside >= MIN_LABELLED_IN_DOMAIN and len(labelled) - inside >= MIN_LABELLED_OUT_OF_DOMAIN:
+        return "labelled"
+    return "both" if labelled else "self"
+
+
+def calibration_source(kind: str, labelled: Sequence[LabelledQuery], rounds, fields: dict) -> dict:
+    """How the version was calibrated, with the counts and what the held-out check measured (manifest,
+    build output, /healthz)."""
+    inside = sum(q.faq_id is not None for q in labelled)
+    source = {"kind": kind, "labelled_in_domain": inside, "labelled_out_of_domain": len(labelled) - inside}
+    if rounds is not None:
+        source.update(rounds.counts(), offtopic_topics_left_out=rounds.dropped_topics)
+    judge = fields.get("judge") or {}
+    hybrid = fields.get("calibration", {}).get(DEFAULT_MODE, {})
+    source["held_out"] = judge.get("held_out_decisions") or hybrid.get("cross_validated") or {}
+    return source
 
 
 def calibrate_fast_path(searcher: Searcher, fast_encoder: Encoder, labelled: list[LabelledQuery],

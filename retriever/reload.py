@@ -153,6 +153,7 @@ class WorkerGroup:
 
     def leave(self) -> None:
         (self.folder / "workers" / f"{self.pid}.json").unlink(missing_ok=True)
+        self._written = None  # a holder made again later (a collection loaded again) must publish anew
 
 
 class SearcherHolder:
@@ -172,6 +173,8 @@ class SearcherHolder:
         self._seen_generation = group.generation() if group else ""
         self._watcher: threading.Thread | None = None
         self._stop = threading.Event()
+        # Loaded on first use (a named collection): only the workers that loaded it answer a group reload.
+        self.lazy = False
 
     @classmethod
     def fixed(cls, searcher: Searcher) -> "SearcherHolder":
@@ -181,6 +184,27 @@ class SearcherHolder:
     @property
     def current(self) -> Searcher | None:
         return self._current
+
+    @property
+    def problem(self) -> str | None:
+        """Why the last load failed (with the server's paths), or None."""
+        return self._problem
+
+    def stale_anywhere(self) -> bool:
+        """CURRENT names other content than this worker, or another worker of the group, serves.
+
+        Cheap (a manifest digest and the group's status files): a reload of many collections
+        touches only those for which this is true.
+        """
+        target = current_version(self.index_root) if self.index_root is not None else None
+        if target is None:
+            return self.index_root is not None
+        try:
+            identity = version_identity(self.index_root / VERSIONS / target)
+        except IndexLoadError:
+            return True  # let the reload say what is wrong with it
+        others = self.group.statuses() if self.group else []
+        return identity != self._identity or any(s.get("identity") != identity for s in others)
 
     def load_initial(self, quiet: bool = False) -> Searcher:
         """Serve the current version; if it is broken, the newest older version that validates."""
@@ -258,14 +282,15 @@ class SearcherHolder:
         while True:
             statuses = self.group.statuses()
             answered = [s for s in statuses if s.get("generation") == token]
-            if len(answered) >= self.group.size or time.monotonic() > deadline:
+            expected = len(statuses) if self.lazy else self.group.size
+            if len(answered) >= expected or time.monotonic() > deadline:
                 break
             self._stop.wait(0.1)
         workers = [{key: s.get(key) for key in ("pid", "version", "ready", "problem")} for s in statuses]
         for worker in workers:
             worker["problem"] = worker["problem"] and without_paths(worker["problem"], self.index_root)
         same = [s for s in statuses if s.get("identity") == self._identity]
-        everywhere = len(same) >= self.group.size and len(same) == len(statuses)
+        everywhere = len(same) >= (len(statuses) if self.lazy else self.group.size) and len(same) == len(statuses)
         return {**outcome, "workers": workers, "all_workers": everywhere}
 
     def status(self) -> dict[str, Any]:
@@ -277,6 +302,15 @@ class SearcherHolder:
     def _report(self) -> None:
         if self.group is not None:
             self.group.report(self.status())
+
+    def serving(self) -> dict[str, Any]:
+        """What CURRENT names and what each worker serves; ``all_workers``: every live worker serves CURRENT."""
+        current = current_version(self.index_root) if self.index_root is not None else None
+        mine = self.status()
+        others = [s for s in self.group.statuses() if s.get("pid") != mine["pid"]] if self.group else []
+        workers = [{"pid": s.get("pid"), "version": s.get("version")} for s in [mine, *others]]
+        return {"current": current, "workers": workers,
+                "all_workers": current is not None and all(w["version"] == current for w in workers)}
 
     def watch(self, every_seconds: float) -> None:
         """Keep this worker's index current in a background thread.
@@ -294,7 +328,7 @@ class SearcherHolder:
 
     def _watch_loop(self, every_seconds: float, tick: float) -> None:
         next_poll = time.monotonic() + every_seconds
-        next_recovery = time.monotonic() + RECOVER_SECONDS
+        next_recovery = next_converge = time.monotonic() + RECOVER_SECONDS
         while not self._stop.wait(tick):
             now = time.monotonic()
             generation = self.group.generation() if self.group else ""
@@ -312,6 +346,10 @@ class SearcherHolder:
                 elif every_seconds > 0 and now >= next_poll:
                     next_poll = now + every_seconds
                     if self._current_differs():
+                        self._reload_logged()
+                elif now >= next_converge:
+                    next_converge = now + RECOVER_SECONDS
+                    if self._group_moved_on():
                         self._reload_logged()
                 self._report()
             except Exception:  # noqa: BLE001 - the watcher must outlive any one failure, which it logs
@@ -339,6 +377,20 @@ class SearcherHolder:
         except IndexLoadError:
             identity = None
         return identity != self._identity and (target, identity) not in self._refused
+
+    def _group_moved_on(self) -> bool:
+        """Another live worker serves what CURRENT names and this one does not: follow it, poll or no poll.
+
+        A publish cut short at the swap (its worker killed after CURRENT changed) leaves the
+        replacement worker on the new version and the others on the old; this ends the mix.
+        """
+        if self.group is None or not self._current_differs():
+            return False
+        try:
+            identity = version_identity(self.index_root / VERSIONS / current_version(self.index_root))
+        except (IndexLoadError, TypeError):
+            return False
+        return any(s.get("identity") == identity for s in self.group.statuses() if s.get("pid") != os.getpid())
 
     def _reload_logged(self) -> None:
         try:

@@ -5,10 +5,16 @@ methods; the OpenAPI response models are checked against them in the tests.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Sequence
 
-from .scoring import NO_MATCH
+from .scoring import ANSWER, NO_MATCH
+
+# What a hit is to its query (the ``role`` of its metadata): the answer of an ``answer`` decision, a
+# runner-up of one, a "did you mean" suggestion (ambiguous / no_match), or a candidate only ranked.
+ANSWER_ROLE, ALTERNATIVE, SUGGESTION, CANDIDATE = "answer", "alternative", "suggestion", "candidate"
+ROLES = (ANSWER_ROLE, ALTERNATIVE, SUGGESTION, CANDIDATE)
+MAX_SUGGESTIONS = 3
 
 
 def _rounded(value: float | None) -> float | None:
@@ -35,7 +41,12 @@ class Hit:
     # that example. Such an entry is listed but never given as the answer.
     negative_example: str | None = None
 
-    def to_dict(self) -> dict[str, Any]:
+    def metadata(self, role: str) -> dict[str, Any]:
+        """What a retriever framework (LangChain, LlamaIndex, Dify) keeps beside the text: entry, labels, role."""
+        return {"faq_id": self.faq_id, "question": self.question, "category": self.category,
+                "tags": list(self.tags), "matched_field": self.matched_field, "role": role}
+
+    def to_dict(self, role: str = CANDIDATE) -> dict[str, Any]:
         return {
             "faq_id": self.faq_id,
             "question": self.question,
@@ -49,7 +60,44 @@ class Hit:
             "matched_field": self.matched_field,
             "category": self.category,
             "tags": list(self.tags),
+            "metadata": self.metadata(role),
         }
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """A "did you mean" entry: its id and standard question, for a link that asks that question."""
+
+    faq_id: str
+    question: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"faq_id": self.faq_id, "question": self.question}
+
+
+def suggestions_for(decision: str, hits: Sequence[Hit], close_score: float | None) -> list[Suggestion]:
+    """Up to three entries to offer instead of an answer: none for ``answer``.
+
+    ``ambiguous``: the first hit and the runners-up that are close too; ``no_match``: the hits
+    whose cosine (dense_score, or score without one) reaches ``close_score`` — None: the index
+    gives no such level, so a no_match has none. A hit the query is closer to a negative example
+    of is never offered.
+    """
+    if decision == ANSWER:
+        return []
+    if close_score is None and decision == NO_MATCH:
+        return []
+
+    def close(position: int, hit: Hit) -> bool:
+        if hit.negative_example is not None:
+            return False
+        if position == 0 and decision != NO_MATCH:
+            return True  # the ambiguous query's first hit passed the threshold already
+        similarity = hit.dense_score if hit.dense_score is not None else hit.score
+        return close_score is not None and similarity >= close_score
+
+    chosen = [hit for position, hit in enumerate(hits) if close(position, hit)]
+    return [Suggestion(hit.faq_id, hit.question) for hit in chosen[:MAX_SUGGESTIONS]]
 
 
 @dataclass(frozen=True)
@@ -68,6 +116,17 @@ class SearchResult:
     # Which path of a cascade answered: "fast" (the fast model alone, an answer) or "full" (the
     # model that built the index, hybrid, judge); "full" for an index without a fast model.
     path: str = "full"
+    # "Did you mean": entries to offer when the decision is ambiguous or no_match (suggestions_for).
+    suggestions: list[Suggestion] = field(default_factory=list)
+
+    def role(self, position: int) -> str:
+        """What the hit at ``position`` is to this query (one of :data:`ROLES`); runners-up are never the answer."""
+        hit = self.hits[position]
+        if self.decision == ANSWER:
+            return ANSWER_ROLE if position == 0 else ALTERNATIVE
+        if any(s.faq_id == hit.faq_id for s in self.suggestions):
+            return SUGGESTION
+        return CANDIDATE
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape of a search result (HTTP API and CLI)."""
@@ -81,7 +140,8 @@ class SearchResult:
             "confidence": _rounded(self.confidence),
             "confidence_threshold": _rounded(self.confidence_threshold),
             "path": self.path,
-            "results": [hit.to_dict() for hit in self.hits],
+            "results": [hit.to_dict(self.role(i)) for i, hit in enumerate(self.hits)],
+            "suggestions": [s.to_dict() for s in self.suggestions],
         }
 
     def classification(self) -> dict[str, Any]:
@@ -100,4 +160,5 @@ class SearchResult:
             "runner_up_faq_id": runner_up.faq_id if runner_up else None,
             "runner_up_score": _rounded(runner_up.score) if runner_up else None,
             "path": self.path,
+            "suggestions": [s.to_dict() for s in self.suggestions],
         }

@@ -22,7 +22,7 @@ from .store import FaqIndex, check_compatible, check_fast_compatible, load_index
 from .lexical import LexicalIndex, Tokenizer
 from .normalize import normalize
 from .judge import FEATURES, JUDGED, Candidate, MemoryCosines, JudgeContext, LeftOut, Verdict, candidate_features, closer_to_negatives
-from .results import Hit, SearchResult
+from .results import Hit, SearchResult, suggestions_for
 from .scoring import ANSWER, DEFAULT_MODE, LEXICAL_WEIGHT, MODES, NO_MATCH, best_per_entry, decide, fuse
 
 # Lexical candidates taken per query in hybrid mode, beside the dense ones.
@@ -36,6 +36,34 @@ _FAST_MODELS = EncoderCache(threads=1)
 def shared_fast_model(source: str) -> Encoder:
     """The process's fast model ``source`` (``"use-m3"``), loaded on first use."""
     return _FAST_MODELS.get(source)
+
+
+# "Did you mean" under the threshold: a query is close to an entry when their cosine reaches what
+# the FAQ's own entries reach with one another. Per entry, the best cosine of its standard question
+# to a text of another entry; the level is the 10th percentile of those (9 entries in 10 have a
+# neighbour this close). Derived from the index, so it holds without labelled queries. Measured
+# (python -m benchmarks.suggestions): seed corpus 0.926, its out-of-domain queries 0.84-0.92 get none,
+# the 注销 near-domain ones do; Tianchi 0.936, off-topic queries at most 0.905.
+NEIGHBOUR_PERCENTILE = 10
+NEIGHBOUR_SAMPLE = 256  # entries measured (evenly spaced): the level of a large FAQ at a bounded cost
+
+
+def neighbour_similarity(vectors: faiss.Index, text_entry: np.ndarray, question_rows: np.ndarray,
+                         texts_per_entry: int) -> float | None:
+    """The cosine at which this FAQ's entries resemble one another (see NEIGHBOUR_PERCENTILE).
+
+    ``question_rows``: the vector row of each entry's standard question. None with fewer than two entries.
+    """
+    if len(question_rows) < 2:
+        return None
+    sample = question_rows[np.unique(np.linspace(0, len(question_rows) - 1, NEIGHBOUR_SAMPLE).astype(np.int64))]
+    queries = np.ascontiguousarray(vectors.reconstruct_batch(sample), dtype=np.float32)
+    # One text more than any entry owns: at least one result belongs to another entry.
+    scores, ids = vectors.search(queries, min(vectors.ntotal, texts_per_entry + 1))
+    nearest = [max(score for score, text in zip(row_scores, row_ids)
+                   if text >= 0 and text_entry[text] != text_entry[row])
+               for row, row_scores, row_ids in zip(sample, scores, ids)]
+    return float(np.percentile(nearest, NEIGHBOUR_PERCENTILE))
 
 
 def _top_indices(scores: np.ndarray, k: int) -> np.ndarray:
@@ -75,6 +103,8 @@ class Searcher:
         self.fast_encoder, self.fast_gate = self._fast_path(cascade, load_fast, gate)
         # The fast path never answers with an entry that has negative examples: only the full path checks them.
         self._guarded_entries = frozenset(entry for entry, _, _ in index.negatives)
+        self.close_similarity = neighbour_similarity(index.vectors, self._text_entry, self._question_rows(),
+                                                     self._texts_per_entry)
 
     def _fast_path(self, cascade: bool, load_fast: Callable[[str], Encoder], gate: FastGate | None):
         """The fast model and its gate (None, None: no cascade). The model without a gate only ranks."""
@@ -90,6 +120,15 @@ class Searcher:
         if gate is None and self.index.manifest.get("fast_path"):
             gate = FastGate.from_dict(self.index.manifest["fast_path"])
         return fast_encoder, gate
+
+    def _question_rows(self) -> np.ndarray:
+        """The vector row of each entry's standard question (its first text)."""
+        rows = [t for t, text in enumerate(self.index.texts) if text.field == "question"]
+        return np.asarray(rows, dtype=np.int64)
+
+    def _suggestions(self, decision: str, hits: list[Hit], mode: str):
+        """Suggestions for a full-path result (cosine levels do not apply to lexical scores)."""
+        return suggestions_for(decision, hits, self.close_similarity if mode != "lexical" else None)
 
     @property
     def cascade(self) -> bool:
@@ -145,6 +184,8 @@ class Searcher:
             "corpus_checksum": manifest.get("corpus_checksum"),
             "mode": self.mode,
             "calibration": self.calibration(),
+            # How no_match was learned: labelled queries, the corpus itself, or both (with the counts).
+            "calibration_source": manifest.get("calibration_source"),
             "judge": self.index.manifest.get("judge") if self.judge is not None else None,
             "fast_model": manifest["fast_model"].get("model") if self.cascade else None,
             "fast_path": self.fast_gate.to_dict() if self.cascade else None,
@@ -261,7 +302,8 @@ class Searcher:
             results.append(SearchResult(
                 query=query, mode=mode, hits=hits[:top_k], decision=decision, threshold=threshold, margin=margin,
                 ambiguity_margin=ambiguity_margin, confidence=verdict.confidence if judging and verdict else None,
-                confidence_threshold=self.judge.threshold if judging else None))
+                confidence_threshold=self.judge.threshold if judging else None,
+                suggestions=self._suggestions(decision, hits, mode)))
         return results
 
     def _verdict(self, text: str, vector: np.ndarray, top: list[tuple[int, float, int]], text_ids: np.ndarray,

@@ -1,6 +1,7 @@
 """Shared fixtures: the real default model, and the seed corpus built into a temporary index."""
 from __future__ import annotations
 
+import json
 import contextlib
 import os
 import socket
@@ -131,3 +132,15 @@ def server(seed_index):
     """The seed index served by a real server process; yields its port."""
     with running_server(seed_index) as (url, _):
         yield int(url.rsplit(":", 1)[1])
+
+
+def raw_exchange(port: int, data: bytes, timeout: float = 10) -> tuple[int, dict]:
+    """Send raw bytes to a real server on 127.0.0.1, read until it closes; the status and JSON body of its answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert b"application/json" in head, head
+    return int(head.split()[1]), json.loads(body)

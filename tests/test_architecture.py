@@ -8,12 +8,12 @@ PACKAGE = Path(__file__).resolve().parent.parent / "retriever"
 # The README's "Where things live", top to bottom: a module may import its own row and the rows above.
 LAYERS = [
     {"errors", "files", "config", "version"},
-    {"normalize", "corpus"},
+    {"normalize", "corpus", "privacy"},
     {"encoders"},
     {"lexical", "scoring", "results", "filters", "judge"},
     {"store"},
-    {"search", "judge_training", "evaluation", "evaluation_report", "pipeline", "cascade", "gate",
-     "editing", "reload", "registry"},
+    {"search", "judge_training", "self_calibration", "evaluation", "evaluation_report", "pipeline", "cascade",
+     "gate", "editing", "reload", "registry"},
     {"batch"},
     {"integrations"},
     {"http"},

@@ -90,6 +90,29 @@ def test_search_page_answers_as_you_type(page, server):
     page.screenshot(path=str(ARTIFACTS / "search-page-no-match.png"), full_page=True)
 
 
+def test_did_you_mean_links_run_the_suggested_question(page, server):
+    page.goto(f"http://127.0.0.1:{server}/")
+    box = page.get_by_role("searchbox")
+    box.fill("二级建造师怎么注销")  # about 注销, but not the 一级 this FAQ covers: no_match, close entries
+    suggestions = page.locator("#suggestions")
+    expect(page.locator("#status")).to_contain_text(NO_MATCH, timeout=10_000)
+    expect(suggestions).to_be_visible()
+    expect(suggestions).to_contain_text("您是不是想问：")
+    link = suggestions.get_by_role("link", name="注销手续操作流程是怎样的?")
+    expect(link).to_have_attribute("data-faq-id", "cancel-01")
+    page.screenshot(path=str(ARTIFACTS / "search-page-suggestions.png"), full_page=True)
+
+    link.click()  # asks that question: the box shows it and its answer comes first
+    expect(box).to_have_value("注销手续操作流程是怎样的?")
+    expect(page.locator("#results li").first).to_have_attribute("data-faq-id", "cancel-01", timeout=10_000)
+    expect(suggestions).to_be_hidden()
+
+    box.fill("今天天气怎么样")  # off-topic: no suggestions, only the no-match message
+    expect(page.locator("#status")).to_contain_text(NO_MATCH, timeout=10_000)
+    expect(suggestions).to_be_hidden()
+    expect(page.locator("#suggestions a")).to_have_count(0)
+
+
 def test_search_page_on_a_phone_screen(browser, server):
     context = browser.new_context(locale="zh-CN", viewport={"width": 375, "height": 740}, is_mobile=True,
                                   has_touch=True, device_scale_factor=2)
@@ -249,8 +272,9 @@ def test_the_page_offers_the_collections_and_searches_the_one_picked(page, encod
         expect(picker).to_have_value("shebao")  # the service's default is preselected
         box = page.get_by_role("searchbox")
         box.press_sequentially("公积金能贷多少钱", delay=20)
-        first = page.locator("#results li").first
-        expect(first).to_have_attribute("data-faq-id", re.compile(r"^sb-"), timeout=10_000)  # 社保 entries only
+        # The 社保 collection alone is searched: it does not answer a 公积金 question, and shows no 公积金 entry.
+        expect(page.get_by_role("status")).to_contain_text("没有找到相关问题", timeout=10_000)
+        expect(page.locator('#results li[data-faq-id^="gjj-"]')).to_have_count(0)
         picker.select_option("gongjijin")
         expect(page.locator("#results li").first).to_have_attribute("data-faq-id", "gjj-02", timeout=10_000)
         ARTIFACTS.mkdir(exist_ok=True)

@@ -32,8 +32,9 @@ def _client(searcher, **options):
 
 def _lookups(client) -> dict[str, float]:
     text = client.get("/metrics").get_data(as_text=True)
+    # Every outcome is listed from the start at 0: only the ones that happened count here.
     return {outcome: float(value) for outcome, value in
-            re.findall(r'^retriever_cache_lookups_total\{outcome="(\w+)"\} (\S+)$', text, re.M)}
+            re.findall(r'^retriever_cache_lookups_total\{outcome="(\w+)"\} (\S+)$', text, re.M) if float(value)}
 
 
 def _without_timing(body: dict) -> dict:

@@ -19,7 +19,8 @@ def test_build_script_then_search_and_if_stale(tmp_path):
     built = run("scripts/build_index.py", "--corpus", "corpus/", "--out", str(out))
     assert built.returncode == 0, built.stderr
     assert "6 entries" in built.stdout and "embedding" in built.stderr  # the progress bar
-    assert "calibrated on corpus/labelled.jsonl (hybrid): threshold" in built.stdout
+    assert "calibrated (labelled) on 42 + 18 labelled queries (in domain + out of domain) from corpus/labelled.jsonl" \
+        in built.stdout and "hybrid: threshold" in built.stdout
 
     again = run("scripts/build_index.py", "--corpus", "corpus/", "--out", str(out), "--if-stale")
     assert again.returncode == 0 and "up to date" in again.stdout

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, running_server
+from conftest import REPO, raw_exchange, running_server
 from retriever.config import ServiceConfig
 from retriever.http import create_app
 from retriever.reload import SearcherHolder
@@ -44,16 +44,6 @@ def _post(url: str, headers: dict, timeout: float = 60) -> tuple[int, dict]:
         return error.code, json.load(error)
 
 
-def _exchange(port: int, data: bytes, timeout: float = 10) -> tuple[int, dict]:
-    """Send raw bytes, read until the server closes; the status and JSON body of its answer."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        sock.sendall(data)
-        received = b""
-        while chunk := sock.recv(65536):
-            received += chunk
-    head, _, body = received.partition(b"\r\n\r\n")
-    assert b"application/json" in head, head
-    return int(head.split()[1]), json.loads(body)
 
 
 def _wait_for(predicate, seconds: float):
@@ -169,12 +159,12 @@ def test_slow_and_idle_clients_do_not_hold_up_a_search(two_workers):
     (b"GET /healthz HTTP/9.9\r\nHost: x\r\n\r\n", 400, "bad_request"),
 ])
 def test_errors_from_the_server_layer_are_json(two_workers, request_bytes, status, code):
-    answered, body = _exchange(two_workers, request_bytes)
+    answered, body = raw_exchange(two_workers, request_bytes)
     assert (answered, body["error"]) == (status, code) and body["message"]
 
 
 def test_a_body_over_every_limit_is_refused_before_it_is_read(two_workers):
-    status, body = _exchange(two_workers, b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    status, body = raw_exchange(two_workers, b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                                           b"Content-Length: 999999999\r\n\r\n{")
     assert (status, body["error"]) == (413, "payload_too_large")
 

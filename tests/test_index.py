@@ -48,7 +48,7 @@ def test_seed_index_manifest_describes_the_build(seed_index, encoder):
     assert manifest["counts"]["vectors"] >= 6 * 12  # question + >=10 paraphrases + answer
     # The judge and the labelled queries it compares with are artifacts too (retriever/judge.py).
     assert set(manifest["files"]) == {"vectors.faiss", "texts.jsonl", "entries.jsonl", "judge.json",
-                                      "labelled.jsonl", "labelled.npy"}
+                                      "labelled.jsonl", "labelled.npy", "conflicts.json"}
     assert manifest["built_at"] and manifest["corpus_checksum"]
     assert {t.field for t in index.texts} == {"question", "paraphrase", "answer"}
 
@@ -97,7 +97,7 @@ def test_up_to_date_tracks_corpus_and_model(tmp_path, small_entries, encoder):
 
 
 def test_missing_index_says_how_to_build_one(tmp_path):
-    with pytest.raises(IndexLoadError, match="no index here.*build_index.py"):
+    with pytest.raises(IndexLoadError, match="no index here.*faq-retriever build --corpus"):
         load_index(tmp_path)
 
 
@@ -160,7 +160,10 @@ def test_if_stale_rebuilds_when_labelled_queries_or_settings_change(tmp_path, en
     assert first.version_dir is not None and first.labelled_path == corpus / "labelled.jsonl"
     manifest = json.loads((first.version_dir / "manifest.json").read_text())
     assert set(manifest["calibration"]) == {"hybrid", "dense", "lexical"}
-    assert manifest["calibration"]["hybrid"]["labelled_queries"] == 2
+    # Two labelled queries are too few to calibrate on alone: the corpus's own rounds top them up.
+    assert manifest["calibration_source"]["kind"] == "both"
+    assert manifest["calibration_source"]["labelled_in_domain"] == 1
+    assert manifest["calibration"]["hybrid"]["labelled_queries"] > 2
     assert build_from_corpus(corpus, root, encoder, if_stale=True, progress=False).version_dir is None
     assert build_from_corpus(corpus, root, encoder, if_stale=True, mode="dense", progress=False).version_dir
     with open(corpus / "labelled.jsonl", "a", encoding="utf-8") as handle:

@@ -1,17 +1,13 @@
-"""Dify's External Knowledge API (request bodies as Dify sends them) and the MCP server (the SDK's own client)."""
+"""Dify's External Knowledge API (request bodies as Dify sends them). The MCP server: tests/test_mcp.py."""
 import json
-import os
-import sys
 
-import anyio
 import pytest
 
-from conftest import REPO, free_port, port_open, started
 from retriever.config import ServiceConfig
 from retriever.encoders import EncoderCache
 from retriever.http import create_app
 from retriever.registry import CollectionRegistry
-from test_collections import CORPORA, collections_root  # noqa: F401 - the module fixture, shared
+from test_collections import collections_root  # noqa: F401 - the module fixture, shared
 
 KEY = "dify-test-key"
 
@@ -45,8 +41,10 @@ def test_records_in_difys_shape(dify):
     assert set(first) == {"content", "score", "title", "metadata"}
     assert first["title"] == "社保卡丢了怎么挂失补办?" and first["content"].startswith("可拨打12333")
     assert isinstance(first["metadata"], dict)  # never null: Dify's pipeline fails on null metadata
-    assert set(first["metadata"]) == {"faq_id", "category", "tags", "matched_text", "decision"}
+    assert set(first["metadata"]) == {"faq_id", "question", "category", "tags", "matched_field", "matched_text",
+                                      "role", "decision", "query_truncated"}
     assert first["metadata"]["faq_id"] == "sb-03" and first["metadata"]["category"] == "社保卡"
+    assert first["metadata"]["role"] == "answer" and {r["metadata"]["role"] for r in records[1:]} <= {"alternative"}
     assert [r["score"] for r in records] == sorted((r["score"] for r in records), reverse=True)
 
 
@@ -148,61 +146,3 @@ def test_not_json_is_refused_in_difys_form(dify):
     response = dify.post("/retrieval", data="{nope", content_type="application/json",
                          headers={"Authorization": f"Bearer {KEY}"})
     assert response.status_code == 400 and response.get_json()["error_code"] == 3001
-
-
-# --- MCP, over stdio, with the SDK's own client against a real subprocess ------------------------------
-
-
-async def _mcp_session(index_root, check):
-    from mcp import ClientSession, StdioServerParameters
-    from mcp.client.stdio import stdio_client
-
-    params = StdioServerParameters(command=sys.executable, args=["-m", "retriever", "mcp", "--index", str(index_root)],
-                                   cwd=str(REPO), env={**os.environ, "PYTHONPATH": str(REPO)})
-    with anyio.fail_after(120):
-        async with stdio_client(params) as (read, write):
-            async with ClientSession(read, write) as session:
-                await session.initialize()
-                await check(session)
-
-
-async def _check_tools(session):
-    tools = {tool.name: tool for tool in (await session.list_tools()).tools}
-    assert set(tools) == {"search_faq", "list_collections"}
-    assert "FAQ" in tools["search_faq"].description and "常见问题" in tools["search_faq"].description
-    assert tools["search_faq"].output_schema["properties"]["decision"]
-    listed = await session.call_tool("list_collections", {})
-    assert {c["name"] for c in listed.structured_content["collections"]} == set(CORPORA)
-    found = await session.call_tool("search_faq", {"query": "公积金能贷多少钱", "collection": "gongjijin", "top_k": 2})
-    assert not found.is_error
-    assert found.structured_content["hits"][0]["faq_id"] == "gjj-02"
-    assert found.structured_content["decision"] in {"answer", "ambiguous", "no_match"}
-    assert "公积金贷款" in found.content[0].text
-    filtered = await session.call_tool("search_faq", {"query": "社保", "collection": "shebao",
-                                                      "category": "社保卡", "top_k": 10})
-    assert {h["faq_id"] for h in filtered.structured_content["hits"]} == {"sb-03", "sb-04"}
-    unknown = await session.call_tool("search_faq", {"query": "社保", "collection": "nope"})
-    assert unknown.is_error and "shebao" in unknown.content[0].text
-
-
-def test_mcp_server_over_stdio_with_the_sdk_client(collections_root):  # noqa: F811
-    anyio.run(_mcp_session, collections_root, _check_tools)
-
-
-async def _mcp_http_session(url: str, check):
-    from mcp import ClientSession
-    from mcp.client.streamable_http import streamable_http_client
-
-    with anyio.fail_after(60):
-        async with streamable_http_client(url) as (read, write):
-            async with ClientSession(read, write) as session:
-                await session.initialize()
-                await check(session)
-
-
-def test_mcp_server_over_streamable_http_with_the_sdk_client(collections_root):  # noqa: F811
-    port = free_port()
-    # Listening once the collections are loaded.
-    with started([sys.executable, "-m", "retriever", "mcp", "--index", str(collections_root), "--http",
-                  "--port", str(port)], port_open(port), timeout=120):
-        anyio.run(_mcp_http_session, f"http://127.0.0.1:{port}/mcp", _check_tools)

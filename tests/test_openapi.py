@@ -1,8 +1,13 @@
 """The OpenAPI document comes from the validating models, and real responses match it."""
+import urllib.parse
+
+import pytest
+from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 
 from retriever.config import ServiceConfig
-from retriever.http.schemas import ClassifyResponse, Error, SearchResponse
+from retriever.http.schemas import ClassifyResponse, Error, Health, Ready, SearchResponse
+from retriever.version import __version__
 from retriever.http import create_app
 
 
@@ -22,7 +27,24 @@ def test_openapi_document_carries_the_validating_schemas(searcher):
     assert set(schemas["Inquiry"]["required"]) == {"id", "text"}
     get_params = {p["name"] for p in document["paths"]["/v1/search"]["get"]["parameters"] if p["in"] == "query"}
     assert get_params == {"q", "top_k", "threshold", "mode", "category", "tags"}
-    assert document["paths"]["/admin/reload"]["post"]["security"] == [{"bearer": []}]
+    assert document["paths"]["/admin/reload"]["post"]["security"] == [{"adminToken": []}]
+    assert document["paths"]["/retrieval"]["post"]["security"] == [{"difyApiKey": []}]
+    assert set(document["components"]["securitySchemes"]) == {"adminToken", "difyApiKey"}
+    operations = [(path, method, operation) for path, item in document["paths"].items()
+                  for method, operation in item.items()]
+    ids = [operation["operationId"] for _, _, operation in operations]
+    assert len(ids) == len(set(ids)) == len(operations)  # one unique operationId each
+    declared_tags = {tag["name"] for tag in document["tags"]}
+    for path, method, operation in operations:
+        assert operation["tags"] and set(operation["tags"]) <= declared_tags, (path, method)
+        answered = [status for status in operation["responses"] if status.startswith("2")]
+        assert all("content" in operation["responses"][status] for status in answered), (path, method)
+        assert "500" in operation["responses"] or path == "/openapi.json"
+    assert {"414", "429"} <= set(document["paths"]["/v1/search"]["get"]["responses"])
+    dify_errors = {status: response for status, response in document["paths"]["/retrieval"]["post"]["responses"].items()
+                   if not status.startswith("2")}
+    assert {response["content"]["application/json"]["schema"]["$ref"] for response in dify_errors.values()} == \
+        {"#/components/schemas/DifyError"}  # Dify's own error form on every failure of its route
     # Every $ref points at a schema that is there.
     refs = set()
 
@@ -55,3 +77,37 @@ def test_docs_page_is_served_without_a_cdn(client):
     bundle = client.get("/docs/swagger-ui-bundle.js")
     assert bundle.status_code == 200 and len(bundle.get_data()) > 100_000
     assert client.get("/docs/nothing-here.js").get_json()["error"] == "not_found"
+
+
+def _query_parameter(document: dict, name: str) -> dict:
+    return next(p["schema"] for p in document["paths"]["/v1/search"]["get"]["parameters"] if p["name"] == name)
+
+
+@pytest.mark.parametrize("query, status", [
+    ("tags=流程", 200),  # one value: a string as a query string carries it
+    ("tags=流程&tags=在线办理", 200),
+    ("category=" + "类" * 101, 400),  # over maxLength: refused, as the document says
+    ("category=社保&category=" + "类" * 101, 400),
+    ("tags=" + "类" * 101, 400),
+])
+def test_query_string_filters_are_what_the_document_says(client, query, status):
+    """Fuzzer findings: a string `tags` was accepted though documented as an array; long `category` items."""
+    document = client.get("/openapi.json").get_json()
+    values = urllib.parse.parse_qs(query)
+    response = client.get("/v1/search?q=社保卡&" + query)
+    assert response.status_code == status, response.get_json()
+    for name, given in values.items():
+        value = given[0] if len(given) == 1 else given
+        valid = not list(Draft202012Validator(_query_parameter(document, name)).iter_errors(value))
+        assert valid == (status == 200), (name, value)
+    if status == 400:
+        assert response.get_json()["error"] == "invalid_filter"
+
+
+def test_health_and_readiness_name_their_versions(client, searcher):
+    health, ready = client.get("/healthz").get_json(), client.get("/readyz").get_json()
+    assert health["service_version"] == __version__ and health["index"]["version"] == searcher.version
+    assert ready["index_version"] == searcher.version
+    assert health["version"] == __version__ and ready["version"] == searcher.version  # old keys, one release
+    Health.model_validate(health)
+    Ready.model_validate(ready)

@@ -179,9 +179,11 @@ def test_reload_of_a_fixed_index_is_refused_clearly(searcher):
 
 def test_readyz_and_healthz(searcher, encoder, tmp_path):
     client = create_app(searcher).test_client()
-    assert client.get("/readyz").get_json() == {"status": "ready", "version": searcher.version}
+    assert client.get("/readyz").get_json() == {"status": "ready", "index_version": searcher.version,
+                                                "version": searcher.version}  # "version": the old key, one release
     empty = create_app(SearcherHolder(tmp_path, lambda d: None)).test_client()
-    assert empty.get("/healthz").get_json() == {"status": "ok", "version": retriever.__version__, "index": None}
+    assert empty.get("/healthz").get_json() == {"status": "ok", "service_version": retriever.__version__,
+                                                "version": retriever.__version__, "index": None}
     not_ready = empty.get("/readyz")
     assert not_ready.status_code == 503 and not_ready.get_json()["error"] == "not_ready"
     assert empty.get("/v1/search?q=注销").status_code == 503
@@ -219,7 +221,7 @@ def test_metrics_and_json_access_log(searcher, caplog):
     text = client.get("/metrics").get_data(as_text=True)
     assert 'retriever_requests_total{method="GET",route="/v1/search",status="200"} 2.0' in text
     assert 'retriever_requests_total{method="GET",route="unmatched",status="404"} 1.0' in text
-    assert 'retriever_decisions_total{decision="no_match"} 1.0' in text
+    assert 'retriever_decisions_total{decision="no_match",route="search"} 1.0' in text
     assert 'retriever_request_seconds_bucket{le="0.05",route="/v1/search"}' in text
     assert f'retriever_index_info{{model="{searcher.index.manifest["model"]}",version="{searcher.version}"}} 1.0' in text
     lines = [json.loads(r.message) for r in caplog.records if r.name == "retriever.access"]

@@ -19,7 +19,9 @@ def test_get_search_returns_entry_2_first(client):
     assert len(body["results"]) == 5
     assert set(body["results"][0]) == {"faq_id", "question", "answer", "score", "dense_score", "lexical_score",
                                         "confidence", "negative_example",  # the judge's (retriever/judge.py)
-                                        "matched_text", "matched_field", "category", "tags"}
+                                        "matched_text", "matched_field", "category", "tags",
+                                        "metadata"}  # entry, labels and role (docs/api.md)
+    assert body["results"][0]["metadata"]["role"] == "answer" and body["suggestions"] == []
     assert body["decision"] == "answer" and body["mode"] == "hybrid"
     assert body["threshold"] > 0.5 and body["margin"] == pytest.approx(scores_of(body)[0] - scores_of(body)[1], abs=1e-5)
     scores = [r["score"] for r in body["results"]]

@@ -12,6 +12,7 @@ or in the rejects file, with its line number and the reason.
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import json
 from dataclasses import dataclass, field
@@ -20,8 +21,9 @@ from typing import Callable, Iterable, Iterator
 
 from tqdm.auto import tqdm
 
-from ..files import write_text_atomic
+from ..files import sha256_file, write_text_atomic
 from ..filters import EntryFilter
+from ..privacy import DEFAULT_MASKER, Masker
 from ..search import Searcher
 from .readers import INPUT_FORMATS, ClassifyError, Row, detect_format, read_rows
 from .writers import OutputLock, PartialWriter, read_output
@@ -56,8 +58,9 @@ class ClassifySummary:
 
 
 def _fingerprint(path: Path, options: dict) -> dict:
-    stat = path.stat()
-    return {"input": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "options": options}
+    """What a resumed run must match: the input's content (not its mtime, which an edit can restore), the options."""
+    return {"input": str(path.resolve()), "size": path.stat().st_size, "sha256": sha256_file(path),
+            "options": options}
 
 
 def rejects_path_for(out: Path) -> Path:
@@ -73,12 +76,15 @@ def classify_file(searcher: Searcher, input_path: str | Path, out: str | Path, *
                   input_format: str | None = None, id_column: str | None = "id", text_column: str = "text",
                   rejects: str | Path | None = None, threshold: float | None = None, batch_size: int = 256,
                   max_chars: int = 500, resume: bool = False, progress: bool = True,
-                  on_batch: Callable[[ClassifySummary], None] | None = None) -> ClassifySummary:
+                  on_batch: Callable[[ClassifySummary], None] | None = None,
+                  masker: Masker = DEFAULT_MASKER) -> ClassifySummary:
     """Classify every row of ``input_path`` into ``out`` (CSV or JSON Lines by its suffix).
 
     Unreadable rows go to ``rejects`` (default ``OUT_STEM.rejects.jsonl``) as
     ``{"line", "reason"}``. With ``resume``, an interrupted run of the same input
-    and options continues where its last checkpoint left it. Raises ``ClassifyError``
+    and options continues where its last checkpoint left it. The ``text`` column of the output
+    is the inquiry with its personal data masked by ``masker`` (rows keep ``line`` and ``id`` to
+    find the original in the input; ``NO_MASKING`` writes it as read). Raises ``ClassifyError``
     when another run is writing ``out`` or ``rejects``.
     """
     input_path, out = Path(input_path), Path(out)
@@ -96,7 +102,7 @@ def classify_file(searcher: Searcher, input_path: str | Path, out: str | Path, *
         raise ClassifyError(f"{out}: the rejects file must be another file than the output")
     options = {"format": input_format, "id_column": id_column, "text_column": text_column, "threshold": threshold,
                "max_chars": max_chars, "out": str(out), "rejects": str(rejects), "index": searcher.version,
-               "mode": searcher.mode}
+               "mode": searcher.mode, "masked": masker.enabled}
     fingerprint = _fingerprint(input_path, options)
     reader = read_rows(input_path, input_format, id_column=id_column, text_column=text_column, max_chars=max_chars)
     with contextlib.closing(reader), OutputLock(out), OutputLock(rejects):
@@ -111,7 +117,7 @@ def classify_file(searcher: Searcher, input_path: str | Path, out: str | Path, *
                     on_batch(done)
 
             _classify_rows(searcher, rows, summary, out, rejects, offsets, fingerprint,
-                           threshold=threshold, batch_size=batch_size, after_batch=after_batch)
+                           threshold=threshold, batch_size=batch_size, after_batch=after_batch, masker=masker)
     return summary
 
 
@@ -139,9 +145,12 @@ def _resume_state(fingerprint: dict, out: Path, rejects: Path, resume: bool) -> 
 
 def _classify_rows(searcher: Searcher, rows: Iterator[Row], summary: ClassifySummary, out: Path, rejects: Path,
                    offsets: dict | None, fingerprint: dict, *, threshold: float | None, batch_size: int,
-                   after_batch: Callable[[ClassifySummary, int], None]) -> None:
-    """Write every row not yet done to the partial files, checkpoint after each batch, then put them in place."""
-    writers = []
+                   after_batch: Callable[[ClassifySummary, int], None], masker: Masker = DEFAULT_MASKER) -> None:
+    """Write every row not yet done to the partial files, checkpoint after each batch, then put them in place.
+
+    A write that fails (a full disk) raises ClassifyError: the partial files are good up to the last checkpoint.
+    """
+    writers, committed = [], summary.rows
     try:
         output = PartialWriter(out, out.suffix.lower() == ".csv", OUTPUT_FIELDS, offsets and offsets["out"])
         writers.append(output)
@@ -155,7 +164,7 @@ def _classify_rows(searcher: Searcher, rows: Iterator[Row], summary: ClassifySum
                     rejected.write({"line": row.line, "reason": row.problem})
                     summary.rejected += 1
                 else:
-                    record = {"line": row.line, "id": row.id, "text": row.text, **next(results)}
+                    record = {"line": row.line, "id": row.id, "text": masker(row.text), **next(results)}
                     output.write(record)
                     summary.classified += 1
                     summary.decisions[record["decision"]] += 1
@@ -164,13 +173,25 @@ def _classify_rows(searcher: Searcher, rows: Iterator[Row], summary: ClassifySum
                      "offsets": {"out": output.commit(), "rejects": rejected.commit()},
                      "summary": {k: v for k, v in summary.__dict__.items() if k != "resumed_from"}}
             write_text_atomic(checkpoint_path_for(out), json.dumps(state, ensure_ascii=False))
+            committed = summary.rows
             after_batch(summary, len(batch))
         output.finish()
         rejected.finish()
         checkpoint_path_for(out).unlink(missing_ok=True)
+    except OSError as exc:
+        raise _stopped(exc, out, committed) from None
     finally:
         for writer in writers:
             writer.close()
+
+
+def _stopped(exc: OSError, out: Path, committed: int) -> ClassifyError:
+    """Why the run stopped, and that it can go on: the checkpoint holds the rows written before the failure."""
+    where = f" ({exc.filename})" if exc.filename else ""
+    full = " (the disk is full or the file too large)" if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT) else ""
+    kept = f"the first {committed} rows are kept in {out}.partial" if committed else "no rows were kept"
+    return ClassifyError(f"cannot write the output: {exc.strerror or exc}{where}{full}; {kept}. "
+                         f"Free space and run the same command with --resume to continue")
 
 
 def count_lines(path: Path) -> int:

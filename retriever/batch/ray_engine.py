@@ -29,17 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-import pyarrow as pa
-import pyarrow.fs as pafs
-import pyarrow.parquet as pq
-import ray
-import ray.data
-import ray.exceptions
-from ray.data.block import BlockMetadata
 from tqdm.auto import tqdm
 
 from ..encoders import load_encoder
-from ..errors import RetrieverError
+from ..errors import RetrieverError, require_extra
 from ..scoring import DEFAULT_MODE
 from ..search import Searcher
 from ..store import read_manifest, resolve_version_dir
@@ -47,6 +40,16 @@ from .classify import (OUTPUT_FIELDS, ClassifySummary, count_lines, checkpoint_p
                        rejects_path_for)
 from .readers import INPUT_FORMATS, ClassifyError, Row, check_text, detect_format, read_rows
 from .writers import OutputLock, PartialWriter
+
+# Ray and pyarrow are the optional [ray] extra: without them, importing this module is the error that names it.
+_FEATURE = "classify --engine ray"
+pa = require_extra("pyarrow", _FEATURE, "ray")
+pafs = require_extra("pyarrow.fs", _FEATURE, "ray")
+pq = require_extra("pyarrow.parquet", _FEATURE, "ray")
+ray = require_extra("ray", _FEATURE, "ray")
+require_extra("ray.data", _FEATURE, "ray")
+require_extra("ray.exceptions", _FEATURE, "ray")
+BlockMetadata = require_extra("ray.data.block", _FEATURE, "ray").BlockMetadata
 
 __all__ = ["RAY_INPUT_FORMATS", "Classifier", "InquiryFileDatasource", "RayClusterError", "RayJob", "check_address",
            "classify_on_ray", "input_format_for", "input_rows", "open_parquet", "parquet_rows", "ray_session"]

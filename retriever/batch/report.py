@@ -3,7 +3,8 @@
 Read from the finished output file in one streaming pass, so a resumed run is
 reported whole and memory stays bounded: per-entry counts, decision shares, a
 score histogram (matplotlib PNG embedded), and the most frequent unmatched
-inquiries (exact counts while they fit, heavy hitters past that).
+inquiries (exact counts while they fit, heavy hitters past that). Those inquiries are shown
+with their personal data masked (:mod:`retriever.privacy`), whatever the output file holds.
 """
 from __future__ import annotations
 
@@ -17,8 +18,13 @@ from typing import Iterable
 
 import numpy as np
 
+from ..errors import require_extra
 from ..files import write_text_atomic
 from ..normalize import normalize
+from ..privacy import DEFAULT_MASKER, Masker
+
+# The histogram needs matplotlib, the optional [reports] extra.
+REPORT_FEATURE = "classify --report (its histogram)"
 
 HISTOGRAM_BINS = np.linspace(0.0, 1.0, 401)  # 0.0025 wide: the default model's scores crowd 0.8-1.0
 MAX_TRACKED_UNMATCHED = 50_000  # distinct unmatched texts counted before the rarest are dropped
@@ -84,7 +90,7 @@ def axis_range(scores: Iterable[float], threshold: float | None = None) -> tuple
 
 
 def _cjk_font() -> str | None:
-    from matplotlib import font_manager
+    font_manager = require_extra("matplotlib.font_manager", REPORT_FEATURE, "reports")
 
     installed = {font.name for font in font_manager.fontManager.ttflist}
     return next((name for name in CJK_FONTS if name in installed), None)
@@ -93,7 +99,7 @@ def _cjk_font() -> str | None:
 def histogram_png(data: ReportData, threshold: float | None = None) -> bytes:
     """The score histogram by decision, with the threshold line; Chinese labels when a CJK font is installed
     (without one, the chart has numbers only and the page's legend below it says what is what)."""
-    import matplotlib
+    matplotlib = require_extra("matplotlib", REPORT_FEATURE, "reports")
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
@@ -167,8 +173,11 @@ td.n{{text-align:right}}.legend .key{{margin-left:1em;white-space:nowrap}}
 
 
 def write_report(records: Iterable[dict], path: str | Path, title: str = "分类报告",
-                 threshold: float | None = None) -> ReportData:
-    """Write the HTML report for ``records`` to ``path`` atomically; return what it counted."""
-    data = collect(records)
+                 threshold: float | None = None, masker: Masker = DEFAULT_MASKER) -> ReportData:
+    """Write the HTML report for ``records`` to ``path`` atomically; return what it counted.
+
+    The inquiries' texts are masked by ``masker`` before they are counted (the default masks).
+    """
+    data = collect({**record, "text": masker(record.get("text") or "")} for record in records)
     write_text_atomic(Path(path), render(data, title, threshold))
     return data

@@ -109,7 +109,10 @@ class PartialWriter:
 
     def close(self) -> None:
         if not self._handle.closed:
-            self._handle.close()
+            try:
+                self._handle.close()
+            except OSError:  # rows past the checkpoint that could not be flushed: a resume truncates them anyway
+                pass
 
 
 def read_output(path: str | Path) -> Iterator[dict]:

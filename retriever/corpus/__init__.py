@@ -1,4 +1,6 @@
 """The FAQ corpus: the entry schema, reading corpus folders (YAML, JSON Lines, spreadsheets), writing them."""
+from .conflicts import (ConflictError, ConflictReport, check_entries, check_identical, find_identical,
+                        read_conflicts)
 from .exchange import ImportOutcome, export_corpus, import_to_corpus
 from .layout import CORPUS_SUFFIXES, RESERVED_FILES, SHEET_SUFFIXES
 from .reading import corpus_files, load_corpus
@@ -8,6 +10,8 @@ from .sheets import COLUMNS, export_sheet, generated_id, import_sheet, read_shee
 from .yaml_text import corpus_yaml
 
 __all__ = [
+    # conflicts.py
+    "ConflictError", "ConflictReport", "check_entries", "check_identical", "find_identical", "read_conflicts",
     # exchange.py
     "ImportOutcome", "export_corpus", "import_to_corpus",
     # layout.py

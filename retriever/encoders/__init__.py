@@ -40,7 +40,8 @@ class EncoderCache:
     """One encoder per model for a whole process: collections built with the same model share it.
 
     ``query_batch`` > 1: concurrent single queries to a model whose batch equals single share a
-    model call, up to that many (:class:`CoalescingEncoder`); the service's workers use it.
+    model call, up to that many (:class:`CoalescingEncoder`), and batch calls run on a second copy of
+    the model at the lowest CPU priority; the service's workers use it.
     """
 
     def __init__(self, threads: int | None = None, query_batch: int = 1) -> None:
@@ -55,6 +56,8 @@ class EncoderCache:
             if key not in self._encoders:
                 encoder = load_encoder(key, self._threads)
                 if self._query_batch > 1 and getattr(encoder, "batch_exact", False):
-                    encoder = CoalescingEncoder(encoder, self._query_batch)
+                    # A second copy of the model runs batch work at the lowest CPU priority (BatchLane).
+                    encoder = CoalescingEncoder(encoder, self._query_batch,
+                                                batch_encoder=load_encoder(key, self._threads))
                 self._encoders[key] = encoder
             return self._encoders[key]

@@ -8,7 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import EncoderError
+from ..errors import EncoderError, require_extra
 from .base import as_unit_rows
 
 
@@ -21,10 +21,10 @@ class SentenceTransformerEncoder:
     def __init__(self, model_name_or_path: str, batch_size: int = 64, threads: int | None = None) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        torch = require_extra("torch", "a sentence-transformers model", "sbert")
+        SentenceTransformer = require_extra("sentence_transformers", "a sentence-transformers model",
+                                            "sbert").SentenceTransformer
         try:
-            import torch
-            from sentence_transformers import SentenceTransformer
-
             if threads:
                 torch.set_num_threads(threads)
             self._model = SentenceTransformer(model_name_or_path, device="cpu")

@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import EncoderError
+from ..errors import EncoderError, require_extra
 from .base import as_unit_rows
 
 USE_MODEL = "use-m3"
@@ -70,13 +70,8 @@ class USEEncoder:
 
 
 def _import_runtime():
-    try:
-        import onnxruntime
-        import onnxruntime_extensions
-    except ImportError as exc:
-        raise EncoderError(f"the {USE_MODEL} model needs onnxruntime and onnxruntime-extensions ({exc}); "
-                           f"install them: pip install -r requirements.txt") from None
-    return onnxruntime, onnxruntime_extensions
+    feature = f"the {USE_MODEL} model"
+    return require_extra("onnxruntime", feature, "fast"), require_extra("onnxruntime_extensions", feature, "fast")
 
 
 def _model_file(resource: tuple[str, str]):

@@ -1,12 +1,18 @@
-"""Administration: ``POST /admin/reload`` behind a bearer token."""
+"""Administration: ``POST /admin/reload`` behind a bearer token; the token check and the editors' sessions."""
 from __future__ import annotations
 
+import hashlib
 import hmac
+import json
 import math
+import os
+import secrets
+import tempfile
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 
 from flask import Blueprint, abort, current_app, jsonify, make_response, request
 
@@ -45,6 +51,62 @@ class FailedGuesses:
             if len(self._failures) >= self.max_clients:  # many addresses: forget those quiet for a window
                 self._failures = {c: f for c, f in self._failures.items() if f and f[-1] > now - self.window}
             self._failures.setdefault(client, deque(maxlen=self.limit)).append(now)
+
+
+class SessionStore:
+    """Live workbench sessions, one small file each in a folder every worker reads.
+
+    A session is alive while its file exists and has not expired: logout deletes the file, so a
+    cookie kept from before it is refused by every worker at once (a signed cookie alone would
+    stay valid until it expired). Files are named by a digest of the session id: reading the
+    folder gives no cookie away.
+    """
+
+    def __init__(self, folder: str | Path, lifetime_seconds: float) -> None:
+        self.folder, self.lifetime = Path(folder), lifetime_seconds
+
+    @classmethod
+    def for_config(cls, config, secret: str) -> "SessionStore":
+        """The store of this server: ``config.session_dir``, else one named after the secret every worker shares."""
+        folder = config.session_dir or Path(tempfile.gettempdir()) / \
+            f"retriever-sessions-{hashlib.sha256(secret.encode()).hexdigest()[:16]}"
+        return cls(folder, config.session_hours * 3600)
+
+    def _path(self, session_id: str) -> Path:
+        return self.folder / hashlib.sha256(session_id.encode("utf-8", "replace")).hexdigest()
+
+    def create(self) -> str:
+        """A new session's id (its file written before the id is handed out); expired ones are swept."""
+        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._sweep()
+        session_id = secrets.token_urlsafe(32)
+        path = self._path(session_id)
+        temporary = path.with_name(path.name + ".tmp")
+        temporary.write_text(json.dumps({"expires": time.time() + self.lifetime}), encoding="utf-8")
+        os.replace(temporary, path)
+        return session_id
+
+    def alive(self, session_id: object) -> bool:
+        if not isinstance(session_id, str) or not session_id:
+            return False
+        try:
+            expires = json.loads(self._path(session_id).read_text(encoding="utf-8"))["expires"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+        return isinstance(expires, (int, float)) and time.time() < expires
+
+    def end(self, session_id: object) -> None:
+        if isinstance(session_id, str) and session_id:
+            self._path(session_id).unlink(missing_ok=True)
+
+    def _sweep(self) -> None:
+        now = time.time()
+        for path in self.folder.iterdir():
+            try:
+                if json.loads(path.read_text(encoding="utf-8"))["expires"] < now:
+                    path.unlink(missing_ok=True)
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # being written, or not ours
 
 
 @dataclass(frozen=True)
@@ -86,16 +148,12 @@ def reload():
     One collection: its outcome. Several: ``{"collections": {name: outcome or {"error", "message"}}}``.
     """
     _require_token()
-    holders = state().collections.holders()
-    if len(holders) == 1:
+    registry = state().collections
+    names = registry.names()
+    if len(names) == 1:
         try:
-            return jsonify(next(iter(holders.values())).reload_everywhere())
+            return jsonify(registry.holder(names[0]).reload_everywhere())
         except ReloadRefused as exc:
             raise ApiError(409, "reload_refused", exc.public) from None  # counted by the holder, logged with paths
-    outcomes = {}
-    for name, holder in holders.items():
-        try:
-            outcomes[name] = holder.reload_everywhere()
-        except ReloadRefused as exc:  # one collection's bad version leaves the others reloaded
-            outcomes[name] = {"error": "reload_refused", "message": exc.public}
-    return jsonify({"collections": outcomes})
+    # Only the collections whose version changed are reloaded; those not loaded load CURRENT on first use.
+    return jsonify({"collections": registry.reload_changed()})

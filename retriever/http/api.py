@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from typing import Any
@@ -13,28 +14,39 @@ from pydantic import ValidationError
 
 from ..batch.classify import classify_texts
 from ..cascade import PATHS
+from ..encoders.coalescing import batch_work
 from ..errors import QueryError
 from ..filters import metadata_filter
+from ..normalize import normalize
 from ..scoring import DECISIONS, NO_MATCH
 from .cache import EXTENSION as CACHE_EXTENSION, AnswerCache, answer_key, cache_control, etag, etag_matches
 from .errors import ApiError
 from .parsing import json_body
+from .ratelimit import BatchAdmission, Refused, client_identity
 from .schemas import classify_error, inquiry_error, search_error
-from .state import serving, state
+from .state import EXTENSION, serving, state
 
 bp = Blueprint("api", __name__)
+ADMISSION = "retriever_batch_admission"  # app.extensions key: this worker's BatchAdmission
+
+
+@bp.record_once
+def _configure_admission(setup) -> None:
+    app = setup.app
+    app.extensions[ADMISSION] = BatchAdmission.from_config(app.extensions[EXTENSION].config)
 
 
 def _took_ms() -> float:
     return round((time.perf_counter() - g.started) * 1000, 2)
 
 
-def _note_decision(query: str, decision: str, top_faq_id: str | None, score: float | None,
-                   threshold: float | None, route: str, path: str) -> None:
-    """Count the decision and the cascade path that answered; log a no_match query for the FAQ editors."""
+def note_decision(query: str, decision: str, top_faq_id: str | None, score: float | None,
+                  threshold: float | None, route: str, path: str) -> None:
+    """Count the decision and the cascade path that answered; log a no_match query for the FAQ editors.
+
+    Every route that decides calls this (search, classify, Dify's /retrieval), so all count alike."""
     shared = state()
-    shared.metrics.decisions.labels(decision).inc()
-    shared.metrics.answer_paths.labels(path).inc()
+    shared.metrics.count_decision(route, decision, path)
     if shared.unmatched is not None and decision == NO_MATCH:
         shared.unmatched.record(query, top_faq_id, score, threshold, serving().version, route)
 
@@ -80,8 +92,8 @@ def search(name: str | None = None):
         return _with_cache_headers(Response(status=304), tag)  # the client's copy is this answer: no model call
     result = _search_once(searcher, parsed, top_k, key)
     top = result.hits[0] if result.hits else None
-    _note_decision(parsed.query, result.decision, top and top.faq_id, top and round(top.score, 6), result.threshold,
-                   "search", result.path)
+    note_decision(parsed.query, result.decision, top and top.faq_id, top and round(top.score, 6), result.threshold,
+                  "search", result.path)
     g.answer_path = result.path  # for the access log
     response = jsonify({**result.to_dict(), "index_version": searcher.version, "took_ms": _took_ms()})
     return _with_cache_headers(response, tag) if tag is not None else response
@@ -145,6 +157,19 @@ def _valid_inquiries(items: list[Any]) -> tuple[list[tuple[int, Any, str]], list
     return valid, errors
 
 
+@contextlib.contextmanager
+def _admitted(texts: list[str], api_keys: tuple[str, ...]):
+    """Run the block within this worker's batch bounds (BatchAdmission), charged to this client; else refuse."""
+    chars = sum(len(normalize(text)) for text in texts)  # what the model reads
+    client = client_identity(request.headers.get("Authorization", ""), request.remote_addr, api_keys)
+    try:
+        with current_app.extensions[ADMISSION].admitted(client, chars, time.time()):
+            yield
+    except Refused as refused:
+        headers = {"Retry-After": str(refused.retry_after)} if refused.retry_after else None
+        raise ApiError(refused.status, refused.code, refused.message, headers) from None
+
+
 @bp.post("/v1/classify")
 @bp.post("/v1/collections/<name>/classify")
 def classify(name: str | None = None):
@@ -155,13 +180,15 @@ def classify(name: str | None = None):
     except ValidationError as exc:
         raise ApiError(400, *classify_error(exc)) from None
     valid, errors = _valid_inquiries(envelope.inquiries)
-    outcomes = classify_texts(searcher, [text for _, _, text in valid], envelope.threshold,
-                              entry_filter=_entry_filter(envelope)) if valid else []
+    texts = [text for _, _, text in valid]
+    with _admitted(texts, shared.config.api_keys), batch_work():
+        outcomes = classify_texts(searcher, texts, envelope.threshold, entry_filter=_entry_filter(envelope)) \
+            if valid else []
     threshold = envelope.threshold if envelope.threshold is not None else searcher.calibration().get("threshold")
     results = []
     for (index, item_id, text), outcome in zip(valid, outcomes):
-        _note_decision(text, outcome["decision"], outcome["top_faq_id"], outcome["score"], threshold, "classify",
-                       outcome["path"])
+        note_decision(text, outcome["decision"], outcome["top_faq_id"], outcome["score"], threshold, "classify",
+                      outcome["path"])
         results.append({"index": index, "id": item_id, **outcome})
     g.answer_path = {path: sum(r["path"] == path for r in results) for path in PATHS}  # for the access log
     counts = {decision: sum(r["decision"] == decision for r in results) for decision in DECISIONS}

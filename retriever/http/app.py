@@ -11,6 +11,7 @@ from ..search import Searcher
 from . import admin, api, dify, feedback, ops, pages, workbench
 from .cache import EXTENSION as CACHE_EXTENSION, AnswerCache
 from .errors import register_error_handlers
+from ..privacy import masker_for
 from .logs import UnmatchedLog, log_access
 from .metrics import Metrics
 from .parsing import StandardJSONProvider
@@ -32,7 +33,8 @@ def create_app(source: Searcher | SearcherHolder | CollectionRegistry, config: S
     app.json.sort_keys = False
     app.extensions[EXTENSION] = ServiceState(
         collections=collections, config=config, metrics=Metrics(config.metrics_dir), schemas=request_schemas(config),
-        unmatched=UnmatchedLog(config.unmatched_log) if config.unmatched_log else None)
+        unmatched=UnmatchedLog(config.unmatched_log, masker_for(config), config.log_retention_days)
+        if config.unmatched_log else None)
     if config.cors_origins:
         from flask_cors import CORS
 
@@ -73,5 +75,5 @@ def _observe(response):
     searcher = g.get("searcher")
     cached = {"cached": g.cached} if "cached" in g else {}  # searches only: answered from the cache or not
     log_access(request.method, request.path, response.status_code, seconds, request.remote_addr,
-               index_version=searcher.version if searcher else None, **cached)
+               masker_for(state().config), index_version=searcher.version if searcher else None, **cached)
     return response

@@ -2,8 +2,9 @@
 
 An answer depends on the collection, its served index version, the normalised query, top_k,
 the mode, the threshold and the filters: all of them make the key, so a hit is the answer the
-model would give. A reload empties the cache; a full cache forgets its least recently used
-answer. Per worker (and per replica): workers do not share entries.
+model would give. The key is a digest of them, never the query itself: a citizen's text (an ID
+number, a phone number) is not kept as a key, nor sent out in an ETag. A reload empties the
+cache; a full cache forgets its least recently used answer. Per worker (and per replica): workers do not share entries.
 """
 from __future__ import annotations
 
@@ -18,14 +19,16 @@ EXTENSION = "retriever.cache"
 
 
 def answer_key(collection: str, version: str, query: str, top_k: int, mode: str | None, threshold: float | None,
-               categories: list[str] | str | None, tags: list[str] | None) -> tuple:
-    """Everything that changes a search's answer; filters in a canonical order (their order changes nothing)."""
+               categories: list[str] | str | None, tags: list[str] | None) -> tuple[str, str]:
+    """``(collection, digest)``: the SHA-256 of everything that changes a search's answer (filters in a
+    canonical order: their order changes nothing)."""
     categories = [categories] if isinstance(categories, str) else categories
-    return (collection, version, normalize(query), top_k, mode, threshold,
-            tuple(sorted(set(categories or ()))), tuple(sorted(set(tags or ()))))
+    parts = (collection, version, normalize(query), top_k, mode, threshold,
+             tuple(sorted(set(categories or ()))), tuple(sorted(set(tags or ()))))
+    return collection, hashlib.sha256(repr(parts).encode("utf-8")).hexdigest()
 
 
-def etag(key: tuple) -> str:
+def etag(key: Hashable) -> str:
     """A weak entity tag for the answer ``key`` names: equal for equal answers (took_ms aside)."""
     return 'W/"' + hashlib.sha256(repr(key).encode("utf-8")).hexdigest()[:32] + '"'
 

@@ -1,22 +1,47 @@
-"""Dify's External Knowledge API: ``POST /retrieval`` (register this service's URL in Dify; it appends /retrieval)."""
+"""Dify's External Knowledge API: ``POST /retrieval`` (register this service's URL in Dify; it appends /retrieval).
+
+Dify keeps a response only when it is 200 and reads errors as ``{"error_code", "error_msg"}``, so
+every other answer of this route, whoever makes it (the view, body parsing, routing's 405, the rate
+limiter's 429, a failure's 500), leaves in that form (:func:`_in_difys_form`).
+"""
 from __future__ import annotations
 
 import hmac
+import json
+import logging
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
 
 from ..errors import QueryError
-from ..integrations.dify import INVALID_BODY, DifyError, entry_filter, parse_request, records
+from ..integrations.dify import HTTP_ERROR_CODES, INVALID_BODY, DifyError, entry_filter, parse_request, records
 from ..registry import UnknownCollection
+from .api import note_decision
 from .errors import ApiError
 from .parsing import json_body
 from .state import state
 
 bp = Blueprint("dify", __name__)
+log = logging.getLogger(__name__)
+ROUTE = "/retrieval"
 
 
 def _dify_error(error: DifyError):
     return jsonify({"error_code": error.error_code, "error_msg": error.error_msg}), error.status
+
+
+def bearer_key(header: str) -> str | None:
+    """The key of an ``Authorization: Bearer <key>`` header; None for any other header."""
+    scheme, _, key = header.partition(" ")
+    return key.strip() or None if scheme == "Bearer" else None
+
+
+def known_key(header: str, keys: tuple[str, ...]) -> str | None:
+    """The configured API key the header carries (compared in constant time), or None."""
+    key = bearer_key(header)
+    if key is None:
+        return None
+    supplied = key.encode("utf-8", "replace")
+    return next((known for known in keys if hmac.compare_digest(supplied, known.encode())), None)
 
 
 def _authorize() -> None:
@@ -25,17 +50,15 @@ def _authorize() -> None:
     if not keys:
         raise DifyError(403, 1002, "Authorization failed: this service has no API keys (set RETRIEVER_API_KEYS)")
     header = request.headers.get("Authorization", "")
-    scheme, _, key = header.partition(" ")
-    if scheme != "Bearer" or not key.strip():
+    if bearer_key(header) is None:
         raise DifyError(403, 1001, "Invalid Authorization header format. Expected 'Bearer <api-key>' format.")
-    supplied = key.strip().encode("utf-8", "replace")
-    if not any(hmac.compare_digest(supplied, known.encode()) for known in keys):
+    if known_key(header, keys) is None:
         raise DifyError(403, 1002, "Authorization failed: unknown API key")
 
 
-@bp.post("/retrieval")
+@bp.post(ROUTE)
 def retrieval():
-    """Records for a query in the collection named by ``knowledge_id``; none when nothing answers it."""
+    """Records for a query in the collection named by ``knowledge_id``; suggestions only when nothing answers it."""
     try:
         _authorize()
         config = state().config
@@ -43,17 +66,39 @@ def retrieval():
             body = json_body(config.max_body_bytes)
         except ApiError as exc:  # size, media type, JSON syntax: the API's checks, in Dify's form
             raise DifyError(exc.status, INVALID_BODY, exc.message) from None
-        wanted = parse_request(body, config.max_top_k, config.max_query_chars)
+        wanted = parse_request(body, config.max_top_k, config.max_query_chars, config.default_top_k)
         try:
             searcher = state().collections.holder(wanted.knowledge_id).current
         except UnknownCollection as exc:
             raise DifyError(404, 2001, f"The knowledge does not exist: {exc}") from None
         if searcher is None:
             raise DifyError(503, 2002, f"The knowledge '{wanted.knowledge_id}' is not ready yet")
+        g.searcher = searcher  # the version in the access log and the unmatched log
         try:
             result = searcher.search(wanted.query, wanted.top_k, entry_filter=entry_filter(wanted))
         except QueryError as exc:
-            raise DifyError(400, 3001, str(exc)) from None
+            raise DifyError(400, INVALID_BODY, str(exc)) from None
     except DifyError as error:
         return _dify_error(error)
-    return jsonify({"records": records(result, wanted.score_threshold)})
+    if wanted.truncated_from is not None:
+        # The length only: the text may carry personal data.
+        log.warning("dify query truncated from %d to %d characters (knowledge %s)", wanted.truncated_from,
+                    len(wanted.query), wanted.knowledge_id)
+    top = result.hits[0] if result.hits else None
+    note_decision(wanted.query, result.decision, top and top.faq_id, top and round(top.score, 6), result.threshold,
+                  "dify", result.path)
+    return jsonify({"records": records(result, wanted.score_threshold, wanted.truncated_from is not None)})
+
+
+@bp.after_app_request
+def _in_difys_form(response: Response) -> Response:
+    """Any error of this route (405 and 429 come from outside the view) as ``{"error_code", "error_msg"}``."""
+    if request.path != ROUTE or response.status_code < 400 or not response.is_json:
+        return response
+    body = response.get_json(silent=True)
+    if not isinstance(body, dict) or "error_code" in body:
+        return response
+    message = body.get("message") or body.get("error") or f"HTTP {response.status_code}"
+    code = HTTP_ERROR_CODES.get(response.status_code, 5001 if response.status_code >= 500 else INVALID_BODY)
+    response.set_data(json.dumps({"error_code": code, "error_msg": message}, ensure_ascii=False))
+    return response

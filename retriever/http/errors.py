@@ -27,9 +27,9 @@ HTTP_ERROR_CODES = {
 class ApiError(Exception):
     """An error answered as JSON with ``status``; raised by views and request parsing."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
-        self.status, self.code, self.message = status, code, message
+        self.status, self.code, self.message, self.headers = status, code, message, headers
 
 
 def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None):
@@ -37,7 +37,7 @@ def error_response(status: int, code: str, message: str, headers: dict[str, str]
 
 
 def _api_error(error: ApiError):
-    return error_response(error.status, error.code, error.message)
+    return error_response(error.status, error.code, error.message, error.headers)
 
 
 def _http_error(error: HTTPException):
@@ -66,7 +66,7 @@ def _window_reset_time() -> float | None:
     """When the rate limit that refused this request resets (flask-limiter's window), if known."""
     for limiter in current_app.extensions.get("limiter", ()):
         current = limiter.current_limit
-        if current is not None:
+        if current is not None and current.breached:  # another refusal (a budget) set its own Retry-After
             return float(current.window[0])  # limits' WindowStats.reset_time, epoch seconds
     return None
 

@@ -1,8 +1,11 @@
 """Feedback on answers: ``POST /v1/feedback`` (the 有帮助 / 没帮助 buttons under an opened answer).
 
-Recorded in a rotated JSON Lines log (``RETRIEVER_FEEDBACK_LOG``), which the workbench reads:
-没帮助 queries are grouped there with the unmatched ones. Without the setting, feedback is off
-(403 ``feedback_disabled``). Rate-limited and size-limited like the other ``/v1`` routes.
+Recorded in a rotated JSON Lines log (``serve``: ``<index>/data/feedback.jsonl``, or
+``RETRIEVER_FEEDBACK_LOG``), which the workbench reads: 没帮助 queries are grouped there with the
+unmatched ones. Personal data in the texts is masked before they are written; ``201 recorded``
+means the record is on disk, a failed write answers 503 ``not_recorded``. With the log turned
+off, feedback answers 403 ``feedback_disabled``. Rate-limited and size-limited like the other
+``/v1`` routes.
 """
 from __future__ import annotations
 
@@ -17,7 +20,8 @@ from ..config import ServiceConfig
 from ..corpus import MAX_LABEL_CHARS
 from ..normalize import INVISIBLE_CHARACTERS
 from .errors import ApiError
-from .logs import json_line, rotated_jsonl_logger
+from ..privacy import masker_for
+from .logs import MaskedJsonLog
 from .parsing import json_body
 from .schemas import normalized_within, query_error
 from .state import EXTENSION, state
@@ -83,22 +87,23 @@ def feedback_error(exc: ValidationError, config: ServiceConfig) -> tuple[str, st
     return _CODES.get(field, "invalid_request"), f"{where}: {error['msg']}"
 
 
-class FeedbackLog:
-    """Feedback, one JSON object a line, rotated at 10 MB, 5 kept (the unmatched log's policy)."""
-
-    def __init__(self, path: str) -> None:
-        self._logger = rotated_jsonl_logger("feedback", path)
+class FeedbackLog(MaskedJsonLog):
+    """Feedback, one JSON object a line, with the unmatched log's masking, rotation and retention."""
 
     def record(self, feedback: BaseModel, served_version: str | None) -> None:
-        self._logger.info(json_line({"ts": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                                     **feedback.model_dump(), "served_version": served_version}))
+        """Write one feedback record to disk; OSError if it could not be (nothing partial is left)."""
+        fields = feedback.model_dump()
+        texts = {key: self.masker(value) for key, value in fields.items() if isinstance(value, str) and key != "query"}
+        self.append({"ts": datetime.now(timezone.utc).isoformat(timespec="seconds"), **fields, **texts,
+                     **self.masked_text(fields["query"]), "served_version": served_version})
 
 
 @bp.record_once
 def _setup(setup) -> None:
     config = setup.app.extensions[EXTENSION].config
-    setup.app.extensions[FEEDBACK] = (feedback_schema(config),
-                                       FeedbackLog(config.feedback_log) if config.feedback_log else None)
+    log = FeedbackLog(config.feedback_log, masker_for(config), config.log_retention_days) \
+        if config.feedback_log else None
+    setup.app.extensions[FEEDBACK] = (feedback_schema(config), log)
 
 
 @bp.post("/v1/feedback")
@@ -107,11 +112,17 @@ def feedback():
     shared = state()
     schema, log = current_app.extensions[FEEDBACK]
     if log is None:
-        raise ApiError(403, "feedback_disabled", "feedback is not recorded here: set RETRIEVER_FEEDBACK_LOG to enable it")
+        raise ApiError(403, "feedback_disabled", "feedback is not recorded here: the feedback log is turned off "
+                       "(RETRIEVER_FEEDBACK_LOG=off)")
     try:
         parsed = schema.model_validate(json_body(shared.config.max_body_bytes), strict=True)
     except ValidationError as exc:
         raise ApiError(400, *feedback_error(exc, shared.config)) from None
     served = shared.holder.current
-    log.record(parsed, served.version if served else None)
+    try:
+        log.record(parsed, served.version if served else None)
+    except OSError as exc:
+        current_app.logger.warning("feedback not recorded: %s", exc.strerror or exc)
+        raise ApiError(503, "not_recorded", "the feedback could not be saved (the server's disk may be full); "
+                       "it was not recorded, try again later") from None
     return jsonify({"status": "recorded"}), 201

@@ -1,6 +1,9 @@
 """The OpenAPI 3.1 document: request schemas from the validating models, responses from the response models.
 
-The test suite runs a schema-driven fuzzer (Schemathesis) against it, so what it says is what the service does.
+Every operation has an ``operationId``, tags, its security scheme and every status the service sends
+(in the error body that route really uses), so that generated clients (tests/test_generated_client.py
+runs openapi-python-client) get a model for every answer. The test suite also runs a schema-driven
+fuzzer (Schemathesis) against it: what it says is what the service does.
 """
 from __future__ import annotations
 
@@ -10,7 +13,46 @@ from pydantic import BaseModel
 
 from ..config import ServiceConfig
 from .feedback import FeedbackResponse, feedback_schema
-from .schemas import ClassifyResponse, Error, RequestSchemas, SearchResponse
+from .schemas import (ClassifyResponse, CollectionsResponse, DifyError, DifyRecords, Error, Health, Ready,
+                      ReloadResponse, RequestSchemas, SearchResponse)
+
+ADMIN_TOKEN = "adminToken"
+DIFY_API_KEY = "difyApiKey"
+SECURITY_SCHEMES = {
+    ADMIN_TOKEN: {"type": "http", "scheme": "bearer",
+                  "description": "RETRIEVER_ADMIN_TOKEN, for /admin/* (unset: those routes answer 403)"},
+    DIFY_API_KEY: {"type": "http", "scheme": "bearer",
+                   "description": "one of RETRIEVER_API_KEYS, the API key Dify sends to POST /retrieval"},
+}
+TAGS = [
+    {"name": "search", "description": "Search and classify in the default collection"},
+    {"name": "collections", "description": "The collections served, and search in one of them"},
+    {"name": "feedback", "description": "Whether an answer helped"},
+    {"name": "dify", "description": "Dify's External Knowledge API"},
+    {"name": "operations", "description": "Liveness, readiness, metrics, this document"},
+    {"name": "admin", "description": "Administration, behind the admin token"},
+]
+# What each error status means here; the body is the route's error form (Error, or DifyError on /retrieval).
+ERROR_STATUSES = {
+    400: "invalid request: the code names the field and the problem",
+    401: "wrong admin token",
+    403: "forbidden: the feature is off, or the key is wrong (Dify)",
+    404: "unknown collection",
+    408: "the body did not arrive in time",
+    409: "the new index version was refused; the served one stays",
+    413: "the body is too large",
+    414: "the request line is too long: send long queries as POST with a JSON body",
+    415: "the body is not application/json",
+    429: "too many requests from this client: wait Retry-After seconds",
+    431: "the request headers are too large",
+    500: "the service failed to handle this request",
+    503: "not ready: no index loaded yet, or the service cannot save",
+}
+_RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}}
+# Statuses every request may get from the server layer before or around the app (retriever/http/server.py).
+_ANY_REQUEST = (431, 500)
+_QUERY_STRING = (414,)  # a GET whose query string is over the request-line limit
+_BODY = (408, 413, 415)  # a request with a JSON body
 
 
 class _Components:
@@ -31,8 +73,18 @@ def _json(schema: dict, description: str) -> dict:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-def _errors(error: dict, *statuses: int) -> dict[str, dict]:
-    return {str(status): error for status in statuses}
+def _errors(body: dict, *statuses: int) -> dict[str, dict]:
+    """The documented error responses ``statuses``, each with ``body`` as its JSON schema."""
+    responses = {}
+    for status in sorted(set(statuses)):
+        responses[str(status)] = _json(body, ERROR_STATUSES[status])
+        if status in (429, 503):
+            responses[str(status)]["headers"] = _RETRY_AFTER
+    return responses
+
+
+def _operation(operation_id: str, tag: str, summary: str, responses: dict, **rest: Any) -> dict:
+    return {"operationId": operation_id, "tags": [tag], "summary": summary, **rest, "responses": responses}
 
 
 # GET searches may be cached by a proxy or browser (retriever/http/cache.py).
@@ -54,6 +106,21 @@ def _present(field_schema: dict) -> dict:
     return {**rest, **branches[0]} if len(branches) == 1 else {**rest, "anyOf": branches}
 
 
+def _one_or_repeated(field_schema: dict) -> dict:
+    """A list parameter as a query string carries it: ``?tags=a`` (one value) or ``?tags=a&tags=b``."""
+    if field_schema.get("type") != "array":
+        return field_schema
+    rest = {key: value for key, value in field_schema.items() if key not in ("type", "items", "maxItems")}
+    array = {key: field_schema[key] for key in ("type", "items", "maxItems") if key in field_schema}
+    return {**rest, "anyOf": [field_schema["items"], array]}
+
+
+def _search_parameters(schemas: RequestSchemas) -> list[dict]:
+    fields = schemas.search.model_json_schema()["properties"]
+    return [{"name": "q" if name == "query" else name, "in": "query", "required": name == "query",
+             "schema": _one_or_repeated(_present(field_schema))} for name, field_schema in fields.items()]
+
+
 def _api_paths(components: _Components, schemas: RequestSchemas, config: ServiceConfig, error: dict) -> dict:
     search_body = components.ref(schemas.search, "SearchRequest")
     components.ref(schemas.inquiry, "Inquiry")
@@ -63,110 +130,120 @@ def _api_paths(components: _Components, schemas: RequestSchemas, config: Service
     components.schemas["ClassifyRequest"]["properties"]["inquiries"]["items"] = {
         "anyOf": [{"$ref": "#/components/schemas/Inquiry"}, {}],
         "description": "an Inquiry; an item that is not one is reported under `errors` with its index (200)"}
-    search_fields = schemas.search.model_json_schema()["properties"]
-    parameters = [{"name": "q" if name == "query" else name, "in": "query", "required": name == "query",
-                   "schema": _present(field_schema)} for name, field_schema in search_fields.items()]
     found = components.ref(SearchResponse)
     return {
         "/v1/search": {
-            "get": {"summary": "Search", "parameters": [*parameters, _IF_NONE_MATCH],
-                    "responses": {"200": {**_json(found, "best entries first, with the decision"),
-                                          "headers": _CACHE_HEADERS},
-                                  "304": {"description": "If-None-Match named this answer's ETag: not modified",
-                                          "headers": _CACHE_HEADERS},
-                                  **_errors(error, 400, 429, 503)}},
-            "post": {"summary": "Search (JSON body)", "requestBody": {"required": True, **_json(search_body, "")},
-                     "responses": {"200": _json(found, "as for GET"), **_errors(error, 400, 413, 415, 429, 503)}},
+            "get": _operation("search", "search", "Search", {
+                "200": {**_json(found, "best entries first, with the decision"), "headers": _CACHE_HEADERS},
+                "304": {"description": "If-None-Match named this answer's ETag: not modified",
+                        "headers": _CACHE_HEADERS},
+                **_errors(error, 400, 429, 503, *_QUERY_STRING, *_ANY_REQUEST)},
+                parameters=[*_search_parameters(schemas), _IF_NONE_MATCH]),
+            "post": _operation("searchJson", "search", "Search (JSON body)", {
+                "200": _json(found, "as for GET"), **_errors(error, 400, 429, 503, *_BODY, *_ANY_REQUEST)},
+                requestBody={"required": True, **_json(search_body, "")}),
         },
         "/v1/classify": {
-            "post": {"summary": f"Classify up to {config.max_batch} inquiries in one model call",
-                     "requestBody": {"required": True, **_json(classify_body, "")},
-                     "responses": {"200": _json(components.ref(ClassifyResponse), "per-item results and errors"),
-                                   **_errors(error, 400, 413, 415, 429, 503)}},
+            "post": _operation("classify", "search", f"Classify up to {config.max_batch} inquiries in one model call", {
+                "200": _json(components.ref(ClassifyResponse), "per-item results and errors"),
+                **_errors(error, 400, 429, 503, *_BODY, *_ANY_REQUEST)},
+                requestBody={"required": True, **_json(classify_body, "")}),
         },
     }
 
 
 _COLLECTION = {"name": "name", "in": "path", "required": True, "description": "a collection (GET /v1/collections)",
                "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,63}$"}}
+_IN_COLLECTION = {"search": "searchCollection", "searchJson": "searchCollectionJson",
+                  "classify": "classifyCollection"}
 
 
-def _collection_paths(api: dict, error: dict) -> dict:
+def _collection_paths(components: _Components, api: dict, error: dict) -> dict:
     """The /v1 routes for the default collection, the same per named collection, and the list of collections."""
-    listing = {"/v1/collections": {"get": {"summary": "The collections served (name, entries, version, model, mode, "
-                                                      "calibration) and the default one",
-                                           "responses": {"200": {"description": "collections and default"}}}}}
+    listing = {"/v1/collections": {"get": _operation(
+        "listCollections", "collections",
+        "The collections served (name, entries, version, model, mode, calibration) and the default one",
+        {"200": _json(components.ref(CollectionsResponse), "collections and default"),
+         **_errors(error, 429, *_ANY_REQUEST)})}}
     paths, named_paths = {}, {}
     for path, operations in api.items():
         named = path.replace("/v1/", "/v1/collections/{name}/")
         paths[path], named_paths[named] = {}, {}
         for method, operation in operations.items():
             # 404 unknown_collection: a name that is not served, or no default among several collections.
-            paths[path][method] = {**operation, "responses": {**operation["responses"], "404": error}}
-            named_paths[named][method] = {**paths[path][method], "summary": operation["summary"] + " in one collection",
+            responses = dict(sorted({**operation["responses"], **_errors(error, 404)}.items()))
+            paths[path][method] = {**operation, "responses": responses}
+            named_paths[named][method] = {**paths[path][method], "operationId": _IN_COLLECTION[operation["operationId"]],
+                                          "tags": ["collections"], "summary": operation["summary"] + " in one collection",
                                           "parameters": [_COLLECTION, *operation.get("parameters", [])]}
-    paths = {**paths, **listing, **named_paths}  # the default collection's routes first, as the docs page shows them
-    return paths
+    return {**paths, **listing, **named_paths}  # the default collection's routes first, as the docs page shows them
 
 
-def _dify_paths() -> dict:
-    dify_error = {"description": "Dify's error form", "content": {"application/json": {"schema": {
-        "type": "object", "required": ["error_code", "error_msg"],
-        "properties": {"error_code": {"type": "integer", "description": "1001 malformed Authorization, 1002 "
-                                                                          "authorization failed, 2001 unknown "
-                                                                          "knowledge_id, 3001 invalid body"},
-                       "error_msg": {"type": "string"}}}}}}
+def _dify_paths(components: _Components) -> dict:
+    dify_error = components.ref(DifyError)
+    nullable = lambda kind: {"type": [kind, "null"]}  # noqa: E731 - Dify sends null for a setting it lacks
     body = {"type": "object", "required": ["knowledge_id", "query", "retrieval_setting"], "properties": {
-        "knowledge_id": {"type": "string", "description": "the collection"}, "query": {"type": "string"},
-        "retrieval_setting": {"type": "object", "required": ["top_k", "score_threshold"],
-                              "properties": {"top_k": {"type": "integer"}, "score_threshold": {"type": "number"}}},
-        "metadata_condition": {"type": "object", "description": "logical_operator and/or; conditions on faq_id, "
-                                                                "category, tags"}}}
-    return {"/retrieval": {"post": {
-        "summary": "Dify External Knowledge API (bearer keys: RETRIEVER_API_KEYS)", "security": [{"bearer": []}],
-        "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
-        "responses": {"200": {"description": "{records: [{content, score, title, metadata}]}; none for no_match"},
-                      **{str(status): dify_error for status in (400, 403, 404, 413, 415, 503)}}}}}
+        "knowledge_id": {"type": "string", "description": "the collection"},
+        "query": {"type": "string", "description": "cut to RETRIEVER_MAX_QUERY_CHARS when longer (said in each "
+                                                   "record's metadata.query_truncated)"},
+        "retrieval_setting": {"type": "object", "properties": {
+            "top_k": {**nullable("integer"), "description": "null: the default"},
+            "score_threshold": {**nullable("number"), "description": "null: 0"}}},
+        "metadata_condition": {**nullable("object"), "description": "logical_operator and/or; conditions on "
+                                                                    "faq_id, category, tags (Dify's built-in "
+                                                                    "fields filter nothing)"}}}
+    return {"/retrieval": {"post": _operation(
+        "difyRetrieval", "dify", "Dify External Knowledge API (bearer keys: RETRIEVER_API_KEYS)",
+        {"200": _json(components.ref(DifyRecords), "records, best first; none when nothing answers the query"),
+         **_errors(dify_error, 400, 403, 404, 429, 503, *_BODY, *_ANY_REQUEST)},
+        security=[{DIFY_API_KEY: []}],
+        requestBody={"required": True, "content": {"application/json": {"schema": body}}})}}
 
 
 def _feedback_paths(components: _Components, config: ServiceConfig, error: dict) -> dict:
     body = components.ref(feedback_schema(config), "FeedbackRequest")
-    return {"/v1/feedback": {"post": {
-        "summary": "Record whether an answer helped (有帮助 / 没帮助)",
-        "description": "403 feedback_disabled unless the service records feedback (RETRIEVER_FEEDBACK_LOG).",
-        "requestBody": {"required": True, **_json(body, "")},
-        "responses": {"201": _json(components.ref(FeedbackResponse), "recorded"),
-                      **_errors(error, 400, 403, 413, 415, 429)}}}}
+    return {"/v1/feedback": {"post": _operation(
+        "sendFeedback", "feedback", "Record whether an answer helped (有帮助 / 没帮助)",
+        {"201": _json(components.ref(FeedbackResponse), "recorded"),
+         **_errors(error, 400, 403, 429, 503, *_BODY, *_ANY_REQUEST)},
+        description="403 feedback_disabled when the service records no feedback; 503 when it cannot save it.",
+        requestBody={"required": True, **_json(body, "")})}}
 
 
-def _operations_paths(error: dict) -> dict:
+def _operations_paths(components: _Components, error: dict) -> dict:
+    text = {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}}
     return {
-        "/healthz": {"get": {"summary": "Alive", "responses": {"200": {"description": "status and index facts"}}}},
-        "/readyz": {"get": {"summary": "Ready (an index is loaded)",
-                            "responses": {"200": {"description": "ready"}, "503": error}}},
-        "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text format"}}}},
-        "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}},
-        "/admin/reload": {"post": {"summary": "Load the current index version beside the served one and swap",
-                                   "security": [{"bearer": []}],
-                                   "responses": {"200": {"description": "version, previous, changed, workers (pid, "
-                                                                        "version, ready, problem of each), all_workers; "
-                                                                        "with several collections, one such outcome "
-                                                                        "per collection under `collections`"},
-                                                 **_errors(error, 401, 403, 409, 429)}}},
+        "/healthz": {"get": _operation("healthz", "operations", "Alive", {
+            "200": _json(components.ref(Health), "status, versions and index facts"),
+            **_errors(error, *_ANY_REQUEST)})},
+        "/readyz": {"get": _operation("readyz", "operations", "Ready (an index is loaded)", {
+            "200": _json(components.ref(Ready), "ready, and the index version served"),
+            **_errors(error, 503, *_ANY_REQUEST)})},
+        "/metrics": {"get": _operation("metrics", "operations", "Prometheus metrics (docs/metrics.md)", {
+            "200": text, **_errors(error, *_ANY_REQUEST)})},
+        "/openapi.json": {"get": _operation("openapiDocument", "operations", "This document", {
+            "200": _json({"type": "object"}, "OpenAPI 3.1")})},
+        "/admin/reload": {"post": _operation(
+            "reloadIndex", "admin", "Load the current index version beside the served one and swap",
+            {"200": _json(components.ref(ReloadResponse), "what each collection (and worker) serves now"),
+             **_errors(error, 401, 403, 409, 429, *_ANY_REQUEST)},
+            security=[{ADMIN_TOKEN: []}])},
     }
 
 
 def openapi_document(schemas: RequestSchemas, config: ServiceConfig, version: str) -> dict:
     """OpenAPI 3.1 for the service, its request schemas taken from the validating models."""
     components = _Components()
-    error = _json(components.ref(Error), "a JSON error with a stable code")
+    error = components.ref(Error)
     return {
         "openapi": "3.1.0",
         "info": {"title": "faq-retriever", "version": version,
-                 "description": "Semantic search over a Chinese FAQ: search, batch classification, operations."},
-        "paths": {**_collection_paths(_api_paths(components, schemas, config, error), error),
-                  **_dify_paths(), **_feedback_paths(components, config, error), **_operations_paths(error)},
-        "components": {"schemas": components.schemas,
-                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
-                                                      "description": "RETRIEVER_ADMIN_TOKEN"}}},
+                 "description": "Semantic search over a Chinese FAQ: search, batch classification, operations. "
+                                "Every error is JSON ({error, message}; Dify's form on /retrieval); a method a "
+                                "route does not take answers 405 with Allow."},
+        "tags": TAGS,
+        "paths": {**_collection_paths(components, _api_paths(components, schemas, config, error), error),
+                  **_dify_paths(components), **_feedback_paths(components, config, error),
+                  **_operations_paths(components, error)},
+        "components": {"schemas": components.schemas, "securitySchemes": SECURITY_SCHEMES},
     }

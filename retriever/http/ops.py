@@ -19,25 +19,37 @@ SWAGGER_UI = Path(flask_swagger_ui.__file__).parent / "dist"
 
 @bp.get("/healthz")
 def healthz():
-    """Alive: the process answers. Index facts when one is loaded."""
-    searcher = state().holder.current
-    return jsonify({"status": "ok", "version": __version__, "index": searcher.info() if searcher else None})
+    """Alive: the process answers. The default collection's index facts when it is loaded."""
+    searcher = _default_searcher()
+    # "version" was the software's here and the index's in /readyz: kept one release beside the clear names.
+    return jsonify({"status": "ok", "service_version": __version__, "version": __version__,
+                    "index": searcher.info() if searcher else None})
 
 
 @bp.get("/readyz")
 def readyz():
-    """Ready: an index is loaded and can answer."""
-    searcher = state().holder.current
-    if searcher is None:
-        raise ApiError(503, "not_ready", "no index is loaded yet")
-    return jsonify({"status": "ready", "version": searcher.version})
+    """Ready: the default collection is loaded (or, with no default among several, collections are known)."""
+    registry = state().collections
+    ready, detail = registry.ready()
+    if not ready:
+        raise ApiError(503, "not_ready", detail)
+    searcher = _default_searcher()
+    version = searcher.version if searcher else None
+    return jsonify({"status": "ready", "index_version": version, "version": version})
+
+
+def _default_searcher():
+    """The default collection's searcher, if it is loaded (never loads one)."""
+    registry = state().collections
+    holder = registry.holders().get(registry.default_name())
+    return holder.current if holder else None
 
 
 @bp.get("/metrics")
 def metrics():
     """Prometheus text format."""
     shared = state()
-    searcher = shared.holder.current
+    searcher = _default_searcher()
     if searcher is not None:
         shared.metrics.set_index(searcher.version, searcher.index.manifest.get("model", ""))
     for name, holder in shared.collections.holders().items():  # every collection's reloads, not the default's only

@@ -36,11 +36,25 @@ def json_body(max_bytes: int) -> dict[str, Any]:
     return body
 
 
+def undecoded_codings(transfer_encoding: str | None) -> list[str]:
+    """The transfer codings of a ``Transfer-Encoding`` header other than chunked: none is decoded here."""
+    codings = [c.strip().lower() for c in (transfer_encoding or "").split(",") if c.strip()]
+    return [c for c in codings if c != "chunked"]
+
+
+def not_implemented_message(codings: list[str]) -> str:
+    return (f"transfer coding {', '.join(codings)} is not supported (RFC 9112 6.1): send the body plain, "
+            f"with Content-Length or Transfer-Encoding: chunked")
+
+
 def read_body(max_bytes: int) -> bytes:
     """The body, whatever its framing, reading at most ``max_bytes + 1`` bytes of it.
 
     A chunked body has no Content-Length to check up front, so the limit is enforced here.
     """
+    codings = undecoded_codings(request.headers.get("Transfer-Encoding"))
+    if codings:  # gzip bytes would otherwise reach the JSON parser as if they were the body
+        raise ApiError(501, "not_implemented", not_implemented_message(codings))
     chunks, size = [], 0
     try:
         while size <= max_bytes:
@@ -93,10 +107,24 @@ def json_depth_exceeds(value: Any, limit: int) -> bool:
     return False
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # Parsers disagree on which of two equal keys wins (Python: the last, some the first): a body
+    # that a proxy or a log reads one way and this service another is refused, as the corpus does.
+    record = dict(pairs)
+    if len(record) != len(pairs):
+        seen: set[str] = set()
+        repeated = next(key for key, _ in pairs if key in seen or seen.add(key))
+        raise ApiError(400, "duplicate_key", f"the JSON body has the key '{repeated[:80]}' twice in one object; "
+                                             f"send each key once")
+    return record
+
+
 def parse_json(data: bytes) -> Any:
-    """The JSON value in ``data``: standard JSON only (finite numbers, safe integers, Unicode text, bounded depth)."""
+    """The JSON value in ``data``: standard JSON only (finite numbers, safe integers, Unicode text, bounded depth,
+    each key once per object)."""
     try:
-        value = json.loads(data, parse_float=_finite_float, parse_int=_safe_int, parse_constant=_no_constant)
+        value = json.loads(data, parse_float=_finite_float, parse_int=_safe_int, parse_constant=_no_constant,
+                           object_pairs_hook=_unique_keys)
     except RecursionError:
         raise ApiError(400, "malformed_json", f"the JSON body nests deeper than {MAX_JSON_DEPTH} levels") from None
     except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8/16/32

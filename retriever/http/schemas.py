@@ -14,7 +14,7 @@ from pydantic_core import PydanticCustomError
 from typing_extensions import Annotated
 
 from ..config import ServiceConfig
-from ..normalize import INVISIBLE_CHARACTERS, normalize
+from ..normalize import INVISIBLE_CHARACTERS, QueryTooLong, check_query_length
 from ..scoring import MODES
 
 SAFE_INTEGER = 2 ** 53  # the integers every JSON parser (JavaScript too) holds exactly
@@ -42,12 +42,12 @@ def normalized_within(limit: int):
     """
 
     def check(value: str) -> str:
-        length = len(normalize(value))
-        if length > limit:
+        try:
+            return check_query_length(value, limit)  # the one length check of every route
+        except QueryTooLong as exc:
             raise PydanticCustomError("normalized_too_long",
                                       "{length} characters once normalised; the limit is {limit}",
-                                      {"length": length, "limit": limit})
-        return value
+                                      {"length": exc.length, "limit": limit}) from None
 
     return check
 
@@ -131,6 +131,23 @@ def request_schemas(config: ServiceConfig) -> RequestSchemas:
 # --- responses (documented, and checked against real responses in the tests) ---------------------
 
 
+class HitMetadata(BaseModel):
+    faq_id: str
+    question: str
+    category: str | None
+    tags: list[str]
+    matched_field: Literal["question", "paraphrase", "answer"]
+    role: Literal["answer", "alternative", "suggestion", "candidate"] = Field(
+        description="what this hit is to the query: the answer (decision answer, first hit), an alternative "
+                    "(a runner-up of an answer), a suggestion (did you mean, decision ambiguous or no_match) "
+                    "or a candidate (ranked only; never to be shown as an answer)")
+
+
+class Suggestion(BaseModel):
+    faq_id: str
+    question: str = Field(description="the entry's standard question: offer it as 您是不是想问：…")
+
+
 class Hit(BaseModel):
     faq_id: str
     question: str
@@ -146,6 +163,7 @@ class Hit(BaseModel):
     matched_field: Literal["question", "paraphrase", "answer"]
     category: str | None
     tags: list[str]
+    metadata: HitMetadata = Field(description="the hit's entry, labels and role, as retriever frameworks keep them")
 
 
 class SearchResponse(BaseModel):
@@ -163,6 +181,9 @@ class SearchResponse(BaseModel):
                             "and ambiguity_margin are then its gate's floor and margin) or full (the index's model, "
                             "hybrid, judge; always full for an index built without --fast-model)")
     results: list[Hit]
+    suggestions: list[Suggestion] = Field(
+        description="did you mean: up to 3 entries to offer when the decision is ambiguous, or no_match with "
+                    "candidates close under the threshold; empty otherwise (never for an off-topic query)")
     index_version: str
     took_ms: float
 
@@ -180,6 +201,7 @@ class Classification(BaseModel):
     runner_up_faq_id: str | None
     runner_up_score: float | None
     path: Literal["fast", "full"] = Field(description="which path of a cascade answered (see the search response)")
+    suggestions: list[Suggestion] = Field(description="did you mean (see the search response)")
 
 
 class ItemError(BaseModel):
@@ -201,6 +223,100 @@ class ClassifyResponse(BaseModel):
 class Error(BaseModel):
     error: str = Field(description="a stable code, e.g. missing_query, invalid_top_k, rate_limited")
     message: str = Field(description="what is wrong, for a person")
+
+
+class DifyError(BaseModel):
+    """Every non-200 answer of ``POST /retrieval``, in the form Dify reads."""
+
+    error_code: int = Field(description="1001 malformed Authorization, 1002 authorization failed, 2001 unknown "
+                                        "knowledge_id, 2002 not ready, 3001 invalid body, 3002 method not allowed, "
+                                        "4001 rate limited, 5001 service fault")
+    error_msg: str
+
+
+class DifyRecordMetadata(HitMetadata):
+    matched_text: str
+    decision: Literal["answer", "ambiguous", "no_match"] = Field(description="the query's decision")
+    query_truncated: bool = Field(description="the query was cut to the length limit before searching")
+
+
+class DifyRecord(BaseModel):
+    content: str = Field(description="the entry's answer")
+    score: float
+    title: str = Field(description="the entry's standard question")
+    metadata: DifyRecordMetadata
+
+
+class DifyRecords(BaseModel):
+    """Dify's External Knowledge API answer: for a no_match query only its suggestions (role), or no records."""
+
+    records: list[DifyRecord]
+
+
+class CollectionInfo(BaseModel):
+    name: str
+    ready: bool = Field(description="false while the collection has no loadable version (its fields are then null)")
+    entries: int | None
+    version: str | None = Field(description="the index version served")
+    model: str | None
+    mode: Mode | None
+    calibration: dict[str, Any] | None = Field(description="threshold and margins learned at build")
+    loaded: bool | None = Field(None, description="whether this worker holds the collection in memory now "
+                                                  "(collections load on first use and unload when idle)")
+
+
+class CollectionsResponse(BaseModel):
+    collections: list[CollectionInfo]
+    default: str | None = Field(description="what /v1/search serves; null when several collections and none "
+                                            "chosen (RETRIEVER_DEFAULT_COLLECTION)")
+
+
+_DEPRECATED_VERSION = "deprecated (kept for one release): "
+
+
+class Health(BaseModel):
+    """The process answers; facts about the index it serves, if any."""
+
+    status: Literal["ok"]
+    service_version: str = Field(description="the faq-retriever software version")
+    version: str = Field(description=_DEPRECATED_VERSION + "the same as service_version",
+                         json_schema_extra={"deprecated": True})
+    index: dict[str, Any] | None = Field(description="the served index (version, model, entries, calibration ...); "
+                                                     "null before one is loaded")
+
+
+class Ready(BaseModel):
+    status: Literal["ready"]
+    index_version: str | None = Field(description="the index version served (null: several collections, none "
+                                                  "the default)")
+    version: str | None = Field(description=_DEPRECATED_VERSION + "the same as index_version",
+                                json_schema_extra={"deprecated": True})
+
+
+class WorkerStatus(BaseModel):
+    pid: int | None
+    version: str | None
+    ready: bool | None
+    problem: str | None
+
+
+class ReloadOutcome(BaseModel):
+    """One collection's reload: what it serves now; with workers, what each one serves."""
+
+    version: str | None = Field(None, description="the version served now")
+    previous: str | None = Field(None, description="the version served before")
+    changed: bool | None = Field(None, description="a new version was loaded")
+    workers: list[WorkerStatus] | None = Field(None, description="every worker of the server, under gunicorn")
+    all_workers: bool | None = Field(None, description="every worker serves this version")
+    error: str | None = Field(None, description="reload_refused: this collection kept its version (several "
+                                                "collections only; one collection answers 409)")
+    message: str | None = None
+
+
+class ReloadResponse(ReloadOutcome):
+    """One collection: its outcome. Several: one outcome (or error) per collection under ``collections``."""
+
+    collections: dict[str, ReloadOutcome] | None = None
 
 
 # --- validation errors to stable codes -------------------------------------------------------------

@@ -19,11 +19,19 @@ import json
 import logging
 import os
 import re
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from werkzeug.serving import WSGIRequestHandler
+
+from ..privacy import masker_for
+from .logs import mask_logger
+from .metrics import write_values_to
+from .parsing import not_implemented_message, undecoded_codings
+from .state import EXTENSION
 
 log = logging.getLogger(__name__)
 _NON_ASCII = re.compile(rb"[\x80-\xff]")
@@ -45,6 +53,7 @@ class PercentEncodingRequestHandler(WSGIRequestHandler):
 
 def serve_debug(app, host: str, port: int) -> None:
     """Werkzeug's server with Flask's debug mode, for development only."""
+    mask_logger("werkzeug", masker_for(app.extensions[EXTENSION].config))  # its lines carry the query string
     app.run(host=host, port=port, debug=True, threaded=True, use_reloader=False,
             request_handler=PercentEncodingRequestHandler)
 
@@ -132,6 +141,9 @@ def _read_whole_body(environ: dict, max_bytes: int, seconds: float) -> bytes:
                                 f"the body has more than {max_bytes} bytes, the most any route takes")
     if declared.isdigit() and int(declared) > max_bytes:
         raise too_large
+    codings = undecoded_codings(environ.get("HTTP_TRANSFER_ENCODING"))
+    if codings:  # gunicorn de-chunks but decodes no gzip: the app would take compressed bytes for the body
+        raise _UnreadableBody(501, "Not Implemented", "not_implemented", not_implemented_message(codings))
     chunks, size = [], 0
     with gevent.Timeout(seconds, _UnreadableBody(408, "Request Timeout", "request_timeout",
                                                  f"the body did not arrive within {seconds:g} seconds")):
@@ -219,10 +231,16 @@ def _gevent_worker_class():
     return BufferingGeventWorker
 
 
-def _metrics_hooks(folder: str | None) -> dict[str, Callable]:
-    """gunicorn hooks for metrics summed over workers: the folder emptied at start, a dead worker's files marked."""
-    if not folder:
-        return {}
+def _metrics_folder() -> tuple[str, bool]:
+    """Where the workers keep their metric values: PROMETHEUS_MULTIPROC_DIR if the operator names one,
+    else a private folder made for this start; (folder, private)."""
+    named = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    return (named, False) if named else (tempfile.mkdtemp(prefix="retriever-metrics-"), True)
+
+
+def _metrics_hooks(folder: str, private: bool) -> dict[str, Callable]:
+    """gunicorn hooks for metrics summed over workers: the folder emptied at start, a dead worker's files
+    marked (its counts stay in the sums, its live gauges go), a private folder removed at exit."""
 
     def on_starting(server) -> None:
         for stale in Path(folder).glob("*.db"):  # an earlier run's counts would add to this one's
@@ -233,7 +251,11 @@ def _metrics_hooks(folder: str | None) -> dict[str, Callable]:
 
         multiprocess.mark_process_dead(worker.pid, folder)
 
-    return {"on_starting": on_starting, "child_exit": child_exit}
+    def on_exit(server) -> None:
+        if private:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    return {"on_starting": on_starting, "child_exit": child_exit, "on_exit": on_exit}
 
 
 def serve_gunicorn(make_app: Callable[[], Any], settings: ServerSettings) -> None:
@@ -246,6 +268,8 @@ def serve_gunicorn(make_app: Callable[[], Any], settings: ServerSettings) -> Non
 
     _accept_raw_utf8_in_gunicorn()
     _answer_server_errors_in_json()
+    metrics_folder, private_metrics = _metrics_folder()
+    write_values_to(metrics_folder)  # before the workers are forked and make their metrics
     evented = settings.worker_class == "gevent"
     options = {
         "bind": f"{settings.host}:{settings.port}",
@@ -262,8 +286,8 @@ def serve_gunicorn(make_app: Callable[[], Any], settings: ServerSettings) -> Non
         "preload_app": False,  # the model's thread pool must start in the worker, not before fork
         "accesslog": None,  # the app writes JSON access lines itself
         "control_socket_disable": True,
-        # prometheus-client's multiprocess mode (PROMETHEUS_MULTIPROC_DIR): see _metrics_hooks.
-        **_metrics_hooks(os.environ.get("PROMETHEUS_MULTIPROC_DIR")),
+        # prometheus-client's multiprocess mode, always: /metrics sums the workers whichever one answers.
+        **_metrics_hooks(metrics_folder, private_metrics),
     }
 
     class Server(BaseApplication):
@@ -274,6 +298,8 @@ def serve_gunicorn(make_app: Callable[[], Any], settings: ServerSettings) -> Non
 
         def load(self):
             app = make_app()
+            # gunicorn logs a bad request's line, query string and all: masked like every log.
+            mask_logger("gunicorn.error", masker_for(app.extensions[EXTENSION].config))
             if not evented:
                 return app
             return buffer_requests(app, settings.threads, app.config["MAX_CONTENT_LENGTH"], settings.body_timeout)

@@ -12,7 +12,7 @@ from ..search import Searcher
 from .errors import ApiError
 from .logs import UnmatchedLog
 from .metrics import Metrics
-from ..reload import SearcherHolder
+from ..reload import SearcherHolder, without_paths
 from .schemas import RequestSchemas
 
 EXTENSION = "retriever"
@@ -48,7 +48,16 @@ def collection_holder(collection: str | None) -> SearcherHolder:
 def serving(collection: str | None = None) -> Searcher:
     """The searcher for this request, taken once: a reload meanwhile does not change it."""
     if "searcher" not in g:
-        g.searcher = collection_holder(collection).current
+        holder = collection_holder(collection)
+        g.searcher = holder.current
         if g.searcher is None:
-            raise ApiError(503, "not_ready", "no index is loaded yet")
+            raise ApiError(503, "not_ready", not_ready_message(collection, holder))
     return g.searcher
+
+
+def not_ready_message(collection: str | None, holder: SearcherHolder) -> str:
+    """Which collection cannot answer and why, without the server's paths."""
+    name = collection or state().collections.default_name()
+    if holder.problem is None:
+        return f"collection '{name}': no index is loaded yet"
+    return f"collection '{name}' cannot be served: {without_paths(holder.problem, holder.index_root)}"

@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import secrets
 import threading
 from datetime import datetime, timedelta, timezone
@@ -29,7 +30,7 @@ import numpy as np
 from flask import Blueprint, current_app, jsonify, request, session
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..corpus import MAX_LABEL_CHARS, load_corpus
+from ..corpus import MAX_LABEL_CHARS, ConflictError, find_identical, load_corpus, read_conflicts
 from ..editing import (MAX_DISTINCT_QUERIES, EditOutcome, add_candidates, add_examples, group_items, inbox_items,
                        known_texts, pending_changes, read_candidates, read_log, workbench_dir)
 from ..errors import CorpusError, RetrieverError
@@ -37,23 +38,22 @@ from ..files import write_text_atomic
 from ..gate import GateRefused, publish_gate
 from ..pipeline import build_from_corpus, default_labelled_path
 from ..search import Searcher
-from ..store import MANIFEST, rollback
-from .admin import TokenMessages, check_admin_token
+from ..store import MANIFEST, current_version, rollback
+from .admin import SessionStore, TokenMessages, check_admin_token
 from .errors import ApiError
+from .grouping import GroupingVectors, reusing_vectors
 from .parsing import json_body
 from ..reload import ReloadRefused
 from .state import EXTENSION, serving, state
 
 log = logging.getLogger(__name__)
 bp = Blueprint("workbench", __name__)
-WORKBENCH = "retriever_workbench"  # app.extensions key: the vector cache
-SESSION_KEY = "editor"
+WORKBENCH = "retriever_workbench"  # app.extensions key: the vector cache (grouping.py) and the sessions
+SESSION_KEY, SESSION_ID = "editor", "sid"
 CSRF_HEADER, CSRF_VALUE = "X-Requested-With", "workbench"
-SESSION_HOURS = 8
 MAX_GROUPS = 50
 MAX_TEXTS = 50  # texts one assignment may add
 CLOSEST = 3
-MAX_CACHED_VECTORS = 5000
 SKIPPED = {"already_there": "条目中已有", "is_paraphrase": "已是该条目的相似问题，不能再作负例",
            "is_negative": "已是该条目的负例，不能再作相似问题", "already_candidate": "已在候选中"}
 STAGES = (("corpus", "检查语料"), ("build", "生成向量并校准"), ("gate", "发布检查"), ("reload", "上线"))
@@ -66,8 +66,9 @@ def _configure(setup) -> None:
     app.secret_key = config.secret or secrets.token_urlsafe(32)
     app.config.update(SESSION_COOKIE_NAME="retriever_workbench", SESSION_COOKIE_HTTPONLY=True,
                       SESSION_COOKIE_SAMESITE="Strict", SESSION_COOKIE_PATH="/admin",
-                      PERMANENT_SESSION_LIFETIME=timedelta(hours=SESSION_HOURS))
-    app.extensions[WORKBENCH] = {"vectors": {}, "lock": threading.Lock()}
+                      PERMANENT_SESSION_LIFETIME=timedelta(hours=config.session_hours))
+    app.extensions[WORKBENCH] = {"vectors": GroupingVectors(),
+                                 "sessions": SessionStore.for_config(config, app.secret_key)}
 
 
 # --- who may: the token, once at login or as a bearer --------------------------------------------
@@ -97,11 +98,21 @@ def _require_editor() -> None:
             raise ApiError(401, "unauthorized", "请使用 'Authorization: Bearer <令牌>' 或先登录")
         _check_token(supplied)
         return
-    mark = session.get(SESSION_KEY)
-    if not isinstance(mark, str) or not hmac.compare_digest(mark, _token_mark(state().config.admin_token)):
-        raise ApiError(401, "login_required", "请先登录工作台")
+    if not _logged_in():
+        raise ApiError(401, "login_required", "请先登录工作台（登录已过期或已退出）")
     if request.method == "POST" and request.headers.get(CSRF_HEADER) != CSRF_VALUE:
         raise ApiError(403, "missing_csrf_header", f"工作台的请求需要请求头 {CSRF_HEADER}: {CSRF_VALUE}")
+
+
+def _sessions() -> SessionStore:
+    return current_app.extensions[WORKBENCH]["sessions"]
+
+
+def _logged_in() -> bool:
+    """The cookie names a live session (not logged out, not expired) made with the current token."""
+    token, mark = state().config.admin_token, session.get(SESSION_KEY)
+    return bool(token and isinstance(mark, str) and hmac.compare_digest(mark, _token_mark(token))
+                and _sessions().alive(session.get(SESSION_ID)))
 
 
 def _corpus() -> Path:
@@ -132,12 +143,14 @@ def login():
     session.clear()
     session.permanent = True
     session[SESSION_KEY] = _token_mark(body["token"])
+    session[SESSION_ID] = _sessions().create()
     return jsonify({"editor": True})
 
 
 @bp.post("/admin/logout")
 def logout():
-    """End the session."""
+    """End the session, in every worker: a copy of the cookie kept from before no longer works."""
+    _sessions().end(session.get(SESSION_ID))
     session.clear()
     return jsonify({"editor": False})
 
@@ -146,29 +159,24 @@ def logout():
 def session_info():
     """Whether this browser is logged in, and what the workbench can do here."""
     config = state().config
-    mark = session.get(SESSION_KEY)
-    editor = bool(config.admin_token and isinstance(mark, str) and
-                  hmac.compare_digest(mark, _token_mark(config.admin_token)))
-    return jsonify({"editor": editor, "enabled": bool(config.admin_token), "corpus": bool(config.corpus_dir),
+    return jsonify({"editor": _logged_in(), "enabled": bool(config.admin_token), "corpus": bool(config.corpus_dir),
                     "publish": state().holder.index_root is not None})
 
 
 # --- groups of unmatched and unhelpful queries ---------------------------------------------------
 
 
-def _vectors(searcher: Searcher, texts: list[str]) -> np.ndarray:
-    """Query vectors of normalised ``texts``, each embedded once per process (the inbox changes slowly)."""
-    cache = current_app.extensions[WORKBENCH]
-    with cache["lock"]:
-        known = cache["vectors"].setdefault(searcher.encoder.name, {})
-        missing = [t for t in dict.fromkeys(texts) if t not in known]
-    fresh = dict(zip(missing, searcher.encoder.encode_queries(missing))) if missing else {}
-    with cache["lock"]:
-        rows = [fresh[t] if t in fresh else known[t] for t in texts]
-        if len(known) + len(fresh) > MAX_CACHED_VECTORS:
-            known.clear()
-        known.update(fresh)
-    return np.stack(rows) if rows else np.empty((0, searcher.encoder.dim), dtype=np.float32)
+def _grouped(searcher: Searcher, items: list) -> tuple[list, list, int]:
+    """Groups of the items whose vectors this worker has (new ones embedded within a page's budget, the
+    rest in the background: grouping.py), the closest entries of each, and how many items wait."""
+    vectors = current_app.extensions[WORKBENCH]["vectors"].vectors(searcher.encoder, [i.norm for i in items])
+    ready = [i for i in items if i.norm in vectors]
+    rows = np.stack([vectors[i.norm] for i in ready]) if ready else np.empty((0, searcher.encoder.dim), np.float32)
+    found = group_items(ready, rows)[:MAX_GROUPS]
+    # The group names' vectors are known: their closest entries cost a search each, no model call.
+    nearest = reusing_vectors(searcher, vectors).search_many([g.items[0].text for g in found], CLOSEST) \
+        if found else []
+    return found, nearest, len(items) - len(ready)
 
 
 def _inbox(corpus: Path):
@@ -187,9 +195,7 @@ def groups():
     _require_editor()
     searcher, corpus = serving(), _corpus()
     entries, items = _inbox(corpus)
-    items = items[:MAX_DISTINCT_QUERIES]
-    found = group_items(items, _vectors(searcher, [i.norm for i in items]))[:MAX_GROUPS]
-    nearest = searcher.search_many([g.items[0].text for g in found], CLOSEST) if found else []
+    found, nearest, waiting = _grouped(searcher, items[:MAX_DISTINCT_QUERIES])
     config = state().config
     return jsonify({
         "groups": [{"id": hashlib.sha256(g.items[0].norm.encode()).hexdigest()[:12], "count": g.count,
@@ -199,6 +205,7 @@ def groups():
         "entries": [{"id": e.id, "question": e.question} for e in entries],
         "sources": {"unmatched_log": bool(config.unmatched_log), "feedback_log": bool(config.feedback_log)},
         "served_version": searcher.version,
+        "pending_texts": waiting,  # texts still being embedded: grouped on a later view
     })
 
 
@@ -258,6 +265,26 @@ def pending():
                     "served_version": searcher.version})
 
 
+@bp.get("/admin/api/conflicts")
+def conflicts():
+    """Conflicts between entries: what the served version's build found, and texts the corpus now shares."""
+    _require_editor()
+    searcher = serving()
+    try:
+        stored = read_conflicts(searcher.index.path)
+    except CorpusError as exc:
+        raise ApiError(500, "conflicts_unreadable", f"无法读取冲突检查结果：{exc}") from None
+    corpus_dir, in_corpus, problem = state().config.corpus_dir, [], None
+    if corpus_dir:
+        try:
+            in_corpus = [conflict.to_dict() for conflict in find_identical(load_corpus(corpus_dir))]
+        except CorpusError as exc:
+            problem = f"语料有错误，无法检查：{exc}"
+    return jsonify({"served_version": searcher.version, "checked": stored is not None,
+                    **(stored.to_dict() if stored else {}), "corpus_identical_texts": in_corpus,
+                    "corpus_error": problem})
+
+
 # --- rebuild and publish -------------------------------------------------------------------------
 
 
@@ -268,13 +295,16 @@ class PublishJob:
         folder = workbench_dir(corpus)
         self.status_path, self.lock_path = folder / "publish.json", folder / "publish.lock"
 
-    def status(self) -> dict[str, Any]:
+    def status(self, holder=None) -> dict[str, Any]:
+        """The job as the status file has it, checked against what is served (``holder``: this worker's)."""
         try:
             status = json.loads(self.status_path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             status = {"state": "idle"}
         if status.get("state") == "running" and not self._held():
-            status.update(state="failed", message="构建中断：服务在构建期间停止了，请重新发布")
+            status.update(_interrupted(status, holder))
+        if status.get("state") == "done" and holder is not None and holder.index_root is not None:
+            status.update(holder.serving())  # what every worker serves now, not what it did at the end
         return {**status, "stages": [{"id": s, "label": label} for s, label in STAGES]}
 
     def _held(self) -> bool:
@@ -289,39 +319,55 @@ class PublishJob:
     def _write(self, **status: Any) -> None:
         write_text_atomic(self.status_path, json.dumps(status, ensure_ascii=False))
 
-    def start(self, work: Callable[[Callable[[str], None]], dict[str, Any]]) -> None:
-        """Run ``work(stage)`` in a background thread; 409 if a job is running already (in any worker)."""
+    def start(self, work: Callable[[Callable[[str], None]], dict[str, Any]], served_before: str | None = None) -> None:
+        """Run ``work(stage)`` in a background thread; 409 if a job is running already (in any worker).
+
+        ``served_before``: the version served when it starts; if the job dies, CURRENT against it tells
+        whether the new version went live."""
         handle = open(self.lock_path, "a")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.close()
             raise ApiError(409, "publish_running", "已有一个发布正在进行，请等它结束") from None
-        started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        self._write(state="running", stage=STAGES[0][0], started_at=started)
+        started = {"started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                   "served_before": served_before, "pid": os.getpid()}
+        self._write(state="running", stage=STAGES[0][0], **started)
         threading.Thread(target=self._run, args=(handle, work, started), name="workbench-publish",
                          daemon=True).start()
 
-    def _run(self, handle, work, started: str) -> None:
+    def _run(self, handle, work, started: dict[str, Any]) -> None:
         def stage(name: str) -> None:
-            self._write(state="running", stage=name, started_at=started)
+            self._write(state="running", stage=name, **started)
 
         try:
             outcome = {"state": "done", **work(stage)}
         except GateRefused as exc:
             outcome = {"state": "refused", "message": "发布检查未通过，没有发布",
                        "gate": exc.report.to_dict() if exc.report else None, "detail": str(exc)}
+        except ConflictError as exc:  # texts two entries share: named for the editor, in Chinese
+            outcome = {"state": "failed", "message": f"语料中有冲突的问法，没有发布：\n{exc.message_zh()}",
+                       "conflicts": [conflict.to_dict() for conflict in exc.conflicts]}
         except RetrieverError as exc:
             outcome = {"state": "failed", "message": f"发布失败，没有发布：{exc}"}
         except Exception:  # noqa: BLE001 - the editor sees a message; the trace goes to the log
             log.exception("workbench publish failed")
             outcome = {"state": "failed", "message": "发布失败（内部错误，详情见服务日志），没有发布"}
         try:
-            self._write(started_at=started, finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            self._write(**started, finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                         **outcome)
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
             handle.close()
+
+
+def _interrupted(status: dict[str, Any], holder) -> dict[str, Any]:
+    """A job whose worker died: published if CURRENT moved past the version served when it started."""
+    current = current_version(holder.index_root) if holder is not None and holder.index_root is not None else None
+    if current is not None and status.get("served_before") and current != status["served_before"]:
+        return {"state": "done", "version": current, "interrupted": True,
+                "message": f"发布过程中服务中断，但新版本 {current} 已经生效，无需重新发布"}
+    return {"state": "failed", "message": "构建中断：服务在构建期间停止了，请重新发布"}
 
 
 def _publish(corpus: Path, holder, searcher: Searcher, force: bool, stage: Callable[[str], None]) -> dict[str, Any]:
@@ -357,13 +403,13 @@ def publish():
         raise ApiError(409, "publish_unavailable", "这个服务没有从索引文件夹启动，不能在这里发布")
     searcher, holder = serving(), shared.holder
     job = PublishJob(corpus)
-    job.start(lambda stage: _publish(corpus, holder, searcher, force, stage))
+    job.start(lambda stage: _publish(corpus, holder, searcher, force, stage), served_before=searcher.version)
     log.info("workbench: publishing %s into %s%s", corpus, holder.index_root, " (forced)" if force else "")
-    return jsonify(job.status()), 202
+    return jsonify(job.status(holder)), 202
 
 
 @bp.get("/admin/api/publish")
 def publish_status():
     """The publish job: state (idle, running, done, refused, failed), stage, gate result, version."""
     _require_editor()
-    return jsonify(PublishJob(_corpus()).status())
+    return jsonify(PublishJob(_corpus()).status(state().holder))

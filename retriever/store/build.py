@@ -18,8 +18,9 @@ from ..encoders import Encoder
 from ..errors import IndexLoadError
 from ..files import sha256_file, write_jsonl
 from ..normalize import normalize
-from .layout import (ENTRIES, FAST_VECTORS, FORMAT_VERSION, JUDGE, LABELLED, LABELLED_VECTORS, MANIFEST, NEGATIVES,
-                     NORMALIZE_VERSION, QUERY_FIELDS, TEXTS, VECTORS, VERSIONS, IndexedText, negative_examples)
+from .layout import (CONFLICTS, ENTRIES, FAST_VECTORS, FORMAT_VERSION, JUDGE, LABELLED, LABELLED_VECTORS, MANIFEST, NEGATIVES,
+                     NORMALIZE_VERSION, QUERY_FIELDS, TEXTS, VECTORS, VERSIONS, IndexedText, negative_examples,
+                     with_decision_checksum)
 from .versions import prune_versions, publish, read_manifest
 
 
@@ -150,7 +151,7 @@ def _write_fast_vectors(staging: Path, texts: list[IndexedText], fast_encoder: E
 def artifact_checksums(folder: Path) -> dict[str, str]:
     """sha256 of every artifact the version holds, checked when it loads."""
     return {name: sha256_file(folder / name) for name in (VECTORS, TEXTS, ENTRIES, NEGATIVES, LABELLED,
-                                                          LABELLED_VECTORS, JUDGE, FAST_VECTORS)
+                                                          LABELLED_VECTORS, JUDGE, FAST_VECTORS, CONFLICTS)
             if (folder / name).is_file()}
 
 def record_artifacts(folder: Path, fields: dict[str, Any] | None = None) -> None:
@@ -165,6 +166,7 @@ def with_defaults(settings: dict[str, Any] | None) -> dict[str, Any]:
     return {**DEFAULT_SETTINGS, **(settings or {})}
 
 def _write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
+    manifest = with_decision_checksum(manifest)  # whatever decision fields this write adds, covered
     (folder / MANIFEST).write_text(json.dumps(manifest, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
 
 def build_inputs(entries: list[FaqEntry], model_name: str, settings: dict[str, Any]) -> str:

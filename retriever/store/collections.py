@@ -14,7 +14,8 @@ import re
 from pathlib import Path
 
 from ..errors import IndexLoadError
-from .layout import CURRENT
+from .layout import CURRENT, VERSIONS
+from .versions import current_version, read_manifest
 
 DEFAULT_COLLECTION = "default"
 COLLECTIONS = "collections"
@@ -58,3 +59,19 @@ def list_collections(index_root: str | Path) -> dict[str, Path]:
             if folder.is_dir() and _NAME.fullmatch(folder.name) and _is_index_root(folder):
                 found[folder.name] = folder
     return dict(sorted(found.items()))
+
+
+def describe_unloaded(root: str | Path) -> dict:
+    """What a collection's CURRENT manifest says (version, entries, model, default_mode, calibrations by
+    mode), without loading its index. ``ready`` is False, with ``problem``, when there is no readable
+    manifest to serve."""
+    version = current_version(root)
+    try:
+        manifest = read_manifest(Path(root) / VERSIONS / version) if version else None
+    except IndexLoadError as exc:
+        return {"ready": False, "version": version, "entries": None, "model": None, "problem": str(exc)}
+    if manifest is None:
+        return {"ready": False, "version": None, "entries": None, "model": None, "problem": "no CURRENT version"}
+    return {"ready": True, "version": version, "entries": manifest.get("counts", {}).get("entries"),
+            "model": manifest.get("model"), "default_mode": manifest.get("default_mode"),
+            "calibrations": manifest.get("calibration", {}), "problem": None}

@@ -13,6 +13,9 @@
         judge.json             the second-stage judge and its calibration (see retriever/judge.py), if trained
         labelled.jsonl         the labelled queries the build calibrated on, and their vectors in
         labelled.npy           labelled.npy: the judge compares queries with them
+        conflicts.json         what the build's conflict check found: texts two entries share (let through
+                               with --allow-conflicts), paraphrases nearer another entry
+                               (retriever/corpus/conflicts.py)
         fast_vectors.faiss     with a fast model (``build --fast-model``): one vector per text from it,
                                same rows as vectors.faiss; the manifest's ``fast_model`` names the model
                                and ``fast_path`` holds the gate calibrated at build time (retriever/cascade.py)
@@ -23,6 +26,8 @@ never a half-written one.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +36,7 @@ import faiss
 import numpy as np
 
 from ..corpus import FaqEntry
+from ..corpus.conflicts import CONFLICTS_FILE
 from ..judge import Judge
 from ..normalize import normalize
 
@@ -45,10 +51,27 @@ JUDGE = "judge.json"
 LABELLED = "labelled.jsonl"
 LABELLED_VECTORS = "labelled.npy"
 FAST_VECTORS = "fast_vectors.faiss"
+CONFLICTS = CONFLICTS_FILE
 CURRENT = "CURRENT"
 VERSIONS = "versions"
 # Encoded as queries (negative examples too: they are questions); "answer" as a passage.
 QUERY_FIELDS = ("question", "paraphrase", "negative")
+# The manifest fields that decide answers (thresholds, margins, the judge's limits, the fast path's
+# gate), and the key under which the manifest records their checksum: the file checksums cannot see them.
+DECISION_FIELDS = ("calibration", "calibration_source", "judge", "fast_path")
+DECISION_CHECKSUM = "decision_checksum"
+
+
+def decision_checksum(manifest: dict[str, Any]) -> str:
+    """sha256 of the manifest's decision fields as canonical JSON (whatever keys they hold; absent ones too)."""
+    fields = {name: manifest[name] for name in DECISION_FIELDS if name in manifest}
+    canonical = json.dumps(fields, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def with_decision_checksum(manifest: dict[str, Any]) -> dict[str, Any]:
+    """``manifest`` with the checksum of its decision fields recorded (call on every manifest write)."""
+    return {**manifest, DECISION_CHECKSUM: decision_checksum(manifest)}
 
 
 @dataclass(frozen=True)

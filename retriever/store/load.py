@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,9 @@ from ..errors import IndexLoadError
 from ..files import read_jsonl, sha256_file
 from ..judge import Judge
 from ..normalize import normalize
-from .layout import (ENTRIES, FAST_VECTORS, JUDGE, LABELLED, LABELLED_VECTORS, NEGATIVES, NORMALIZE_VERSION, TEXTS,
-                     VECTORS, FaqIndex, IndexedText, negative_examples)
+from .layout import (DECISION_CHECKSUM, DECISION_FIELDS, ENTRIES, FAST_VECTORS, JUDGE, LABELLED, LABELLED_VECTORS,
+                     NEGATIVES, NORMALIZE_VERSION, TEXTS, VECTORS, FaqIndex, IndexedText, decision_checksum,
+                     negative_examples)
 from .versions import read_manifest, resolve_version_dir
 
 # Encoders write float32 unit vectors; rounding keeps norms within ~1e-6 of 1. A looser bound
@@ -62,10 +64,42 @@ def check_vectors(vectors: faiss.Index, where: str | Path = "index") -> None:
                              f"(first at row {int(np.argmax(off))}); rebuild the index")
 
 
+def _non_finite(value: Any, where: str) -> str | None:
+    """The dotted path of the first NaN or infinite number in ``value`` (None: every number is finite)."""
+    stack = [(where, value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return path
+        if isinstance(item, dict):
+            stack.extend((f"{path}.{key}", child) for key, child in item.items())
+        elif isinstance(item, list):
+            stack.extend((f"{path}[{i}]", child) for i, child in enumerate(item))
+    return None
+
+
+def check_decision_fields(manifest: dict[str, Any], where: str | Path = "index", verify_checksum: bool = True) -> None:
+    """Refuse decision parameters (calibration, judge limits, fast-path gate) that were edited or are not finite.
+
+    A NaN threshold would make every decision fail at query time; refused here, it never serves.
+    The checksum is verified only when the manifest records one (indexes built before it have none).
+    """
+    recorded = manifest.get(DECISION_CHECKSUM)
+    if verify_checksum and recorded is not None and recorded != decision_checksum(manifest):
+        raise IndexLoadError(f"{where}: the manifest's decision parameters ({', '.join(DECISION_FIELDS)}) do not "
+                             f"match their checksum (edited or damaged); rebuild the index")
+    for name in DECISION_FIELDS:
+        bad = _non_finite(manifest.get(name), name)
+        if bad is not None:
+            raise IndexLoadError(f"{where}: manifest field {bad} is not a finite number (NaN or infinity); "
+                                 f"rebuild the index")
+
+
 def load_index(path: str | Path, verify_checksums: bool = True) -> FaqIndex:
     """Load the index version at ``path`` (a version folder or an index root)."""
     folder = resolve_version_dir(path)
     manifest = read_manifest(folder)
+    check_decision_fields(manifest, folder, verify_checksums)
     for name, expected in manifest.get("files", {}).items():
         file = folder / name
         if not file.is_file():

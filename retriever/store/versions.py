@@ -53,7 +53,7 @@ def resolve_version_dir(path: str | Path) -> Path:
     version = current_version(path)
     if version is None:
         raise IndexLoadError(f"{path}: no index here (no {MANIFEST} or {CURRENT}); "
-                             f"build one with: python scripts/build_index.py --corpus corpus/ --out {path}")
+                             f"build one with: faq-retriever build --corpus corpus/ --out {path}")
     folder = path / VERSIONS / version
     if not (folder / MANIFEST).is_file():
         raise IndexLoadError(f"{path}: {CURRENT} names version '{version}', which is missing")

@@ -9,7 +9,8 @@
  * picker when the service serves several), data-top-k (default 5), data-placeholder, data-label (the box's label; "" hides it visually,
  * screen readers still read "常见问题搜索"), data-no-match (the message when nothing answers),
  * data-feedback ("off" hides the 有帮助/没帮助 buttons under an opened answer; they post to
- * /v1/feedback, which the service records when RETRIEVER_FEEDBACK_LOG is set). Another site needs
+ * /v1/feedback, which the service records when RETRIEVER_FEEDBACK_LOG is set), data-suggestions ("off"
+ * hides the 您是不是想问： links offered when nothing answers with confidence). Another site needs
  * the service's CORS setting (RETRIEVER_CORS_ORIGINS) to allow its origin.
  */
 (function () {
@@ -24,6 +25,7 @@
   var PICK = script.dataset.collections === "pick";
   var DEBOUNCE_MS = 250;
   var FEEDBACK = script.dataset.feedback !== "off";
+  var SUGGEST = script.dataset.suggestions !== "off";  // 您是不是想问： links (the response's suggestions)
   var TEXT = {
     placeholder: script.dataset.placeholder || "请输入您的问题，例如：注销进度怎么查",
     label: script.dataset.label === undefined ? "常见问题搜索" : script.dataset.label,
@@ -34,6 +36,7 @@
     thanks: "感谢您的反馈！",
     feedbackFailed: "反馈未能提交：",
     ambiguous: "以下问题可能与您的问题相关：",
+    didYouMean: "您是不是想问：",
     error: "查询出错：",
     network: "无法连接服务，请稍后再试。",
     matched: "匹配问题：",
@@ -63,6 +66,10 @@
     ".feedback button{font:inherit;padding:.3rem .8rem;border:1px solid #9aa5b1;border-radius:.4rem;background:#fff;cursor:pointer}",
     ".feedback button:focus{outline:3px solid #1d4ed8;outline-offset:1px}",
     ".feedback button:disabled{cursor:default;opacity:.6}",
+    ".suggestions{margin:.2rem 0 .8rem}.suggestions[hidden]{display:none}",
+    ".suggestions ul{list-style:none;margin:.3rem 0 0;padding:0}.suggestions li{border:0;padding:.2rem 0;margin:0;cursor:auto}",
+    ".suggestions a{color:#1d4ed8;text-decoration:underline;cursor:pointer}",
+    ".suggestions a:focus{outline:3px solid #1d4ed8;outline-offset:1px}",
     "@media (max-width:480px){input{font-size:1rem}li{padding:.7rem}}",
   ].join("");
 
@@ -100,8 +107,10 @@
     var input = el("input", { id: "q", type: "search", autocomplete: "off", placeholder: TEXT.placeholder,
                               "aria-controls": "results", "aria-describedby": "status" });
     var status = el("div", { id: "status", class: "status", role: "status", "aria-live": "polite" });
+    // "Did you mean": links that ask an entry's standard question instead (ambiguous or no_match).
+    var suggestions = el("div", { id: "suggestions", class: "suggestions", hidden: "" });
     var list = el("ol", { id: "results", "aria-label": "搜索结果" });
-    root.append(style, label, input, status, list);
+    root.append(style, label, input, status, suggestions, list);
     if (PICK) addCollectionPicker(root, input, function () { if (input.value) search(input.value); });
 
     var timer = null;
@@ -145,8 +154,29 @@
         });
     }
 
+    function renderSuggestions(items) {
+      suggestions.textContent = "";
+      suggestions.hidden = !items || !items.length;
+      if (suggestions.hidden) return;
+      var links = el("ul", { "aria-label": TEXT.didYouMean });
+      items.forEach(function (suggestion) {
+        var link = el("a", { href: "#", "data-faq-id": suggestion.faq_id }, suggestion.question);
+        link.addEventListener("click", function (event) {
+          event.preventDefault();  // runs that question here, in place of the one typed
+          clearTimeout(timer);
+          input.value = suggestion.question;
+          search(suggestion.question);
+        });
+        var item = el("li");
+        item.append(link);
+        links.append(item);
+      });
+      suggestions.append(el("span", {}, TEXT.didYouMean), links);
+    }
+
     function render(body) {
       list.textContent = "";
+      renderSuggestions(SUGGEST ? body.suggestions : []);
       if (body.decision === "no_match" || body.results.length === 0) {
         setStatus(TEXT.noMatch, "no-match");
         return;
@@ -167,6 +197,7 @@
       if (inFlight) inFlight.abort();  // a stale answer must never replace a newer one
       if (!query.trim()) {
         list.textContent = "";
+        renderSuggestions([]);
         setStatus("");
         return;
       }
@@ -188,6 +219,7 @@
         .catch(function (error) {
           if (error.name === "AbortError") return;
           list.textContent = "";
+          renderSuggestions([]);
           setStatus(error instanceof TypeError ? TEXT.network : TEXT.error + error.message, "error");
         });
     }

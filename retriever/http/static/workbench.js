@@ -11,6 +11,16 @@
   var ACTIONS = { paraphrase: "相似问题", negative: "负例", candidate: "新条目候选" };
   var $ = function (id) { return document.getElementById(id); };
 
+  // Bidirectional controls (U+202E ...) in a citizen's text would reverse the rest of its line: each text
+  // from outside is shown with them as visible marks, isolated (FSI ... PDI) so that even right-to-left
+  // script stays inside it.
+  var BIDI_CONTROLS = /[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+  function iso(text) {
+    return "\u2068" + String(text).replace(BIDI_CONTROLS, function (c) {
+      return "[U+" + c.charCodeAt(0).toString(16).toUpperCase().padStart(4, "0") + "]";
+    }) + "\u2069";
+  }
+
   function el(tag, attrs, text) {
     var node = document.createElement(tag);
     Object.keys(attrs || {}).forEach(function (key) { node.setAttribute(key, attrs[key]); });
@@ -28,7 +38,7 @@
     return fetch(path, options).then(function (response) {
       return response.json().catch(function () { return {}; }).then(function (answer) {
         if (response.status === 401 && path !== "/admin/login") showLogin();
-        if (!response.ok) throw new Error(answer.message || "HTTP " + response.status);
+        if (!response.ok) throw new Error(answer.message ? iso(answer.message) : "HTTP " + response.status);
         return answer;
       });
     });
@@ -68,6 +78,7 @@
     $("logout").hidden = false;
     loadGroups();
     loadPending();
+    loadConflicts();
     api("GET", "/admin/api/publish").then(showPublish).catch(function () {});
   }
 
@@ -96,23 +107,23 @@
   function groupCard(group, entries) {
     var leader = group.texts[0].text;
     var card = el("article", { class: "group", "data-group": group.id, "data-text": leader });
-    var title = el("h3", {}, leader);
+    var title = el("h3", {}, iso(leader));
     title.append(el("span", { class: "count" }, "共 " + group.count + " 次"));
     var texts = el("ul", { class: "texts" });
     group.texts.forEach(function (item) {
       var parts = [];
       if (item.unmatched) parts.push("未匹配 " + item.unmatched + " 次");
       if (item.unhelpful) parts.push("没帮助 " + item.unhelpful + " 次（" + Object.keys(item.unhelpful_faq_ids).join("、") + "）");
-      texts.append(el("li", {}, item.text + " — " + parts.join("，")));
+      texts.append(el("li", {}, iso(item.text) + " — " + parts.join("，")));
     });
     var closest = el("ol", { class: "closest" });
     group.closest.forEach(function (hit) {
-      closest.append(el("li", {}, "[" + hit.faq_id + "] " + hit.question + "（相似度 " + hit.score.toFixed(3) + "）"));
+      closest.append(el("li", {}, "[" + hit.faq_id + "] " + iso(hit.question) + "（相似度 " + hit.score.toFixed(3) + "）"));
     });
     var select = el("select", { class: "entry", "aria-label": "选择条目" });
     var first = group.closest.length ? group.closest[0].faq_id : null;
     entries.forEach(function (entry) {
-      var option = el("option", { value: entry.id }, entry.id + " " + entry.question.slice(0, 30));
+      var option = el("option", { value: entry.id }, entry.id + " " + iso(entry.question.slice(0, 30)));
       if (entry.id === first) option.selected = true;
       select.append(option);
     });
@@ -135,7 +146,7 @@
     api("POST", "/admin/api/assign", body).then(function (result) {
       var target = action === "candidate" ? "新条目候选" : faqId + " 的" + ACTIONS[action];
       var message = result.added.length ? "已将 " + result.added.length + " 个问题添加为 " + target + "。" : "没有新的修改。";
-      result.skipped.forEach(function (s) { message += " “" + s.text + "”：" + s.reason + "。"; });
+      result.skipped.forEach(function (s) { message += " “" + iso(s.text) + "”：" + s.reason + "。"; });
       notice(message);
       loadGroups();
       loadPending();
@@ -168,25 +179,68 @@
     return parts.join("；");
   }
 
-  function quote(text) { return "“" + text + "”"; }
+  function quote(text) { return "“" + iso(text) + "”"; }
 
   function renderPending(data) {
     var box = $("pending");
     box.textContent = "";
-    if (data.corpus_error) box.append(el("p", { class: "error" }, data.corpus_error));
+    if (data.corpus_error) box.append(el("p", { class: "error" }, iso(data.corpus_error)));
     box.append(el("p", { class: "muted" }, "正在服务的版本：" + data.served_version));
     if (!data.changes.length) box.append(el("p", {}, "语料与正在服务的索引一致，没有待发布的修改。"));
     var list = el("ul", { id: "changes" });
     data.changes.forEach(function (change) {
-      list.append(el("li", { "data-faq-id": change.faq_id }, "[" + change.faq_id + "] " + change.question + " — " + describe(change)));
+      list.append(el("li", { "data-faq-id": change.faq_id }, "[" + change.faq_id + "] " + iso(change.question) + " — " + describe(change)));
     });
     if (data.changes.length) box.append(list);
     if (data.candidates.length) {
       box.append(el("p", {}, "新条目候选（不会发布，供编写新条目参考）："));
       var candidates = el("ul", {});
-      data.candidates.forEach(function (c) { candidates.append(el("li", {}, c.query + "（" + c.count + " 次）")); });
+      data.candidates.forEach(function (c) { candidates.append(el("li", {}, iso(c.query) + "（" + c.count + " 次）")); });
       box.append(candidates);
     }
+  }
+
+  // --- conflicts between entries ----------------------------------------------------------------
+
+  function loadConflicts() {
+    return api("GET", "/admin/api/conflicts").then(renderConflicts).catch(function (error) {
+      $("conflicts").textContent = "";
+      $("conflicts").append(el("p", { class: "error" }, "无法加载：" + error.message));
+    });
+  }
+
+  function conflictList(title, items, id, isError) {
+    var box = el("div", {});
+    box.append(el("p", { class: isError ? "error" : "" }, title + "（" + items.length + "）："));
+    var list = el("ul", { id: id });
+    items.forEach(function (item) {
+      var ids = item.faq_ids || [item.faq_id, item.other_faq_id];
+      list.append(el("li", { "data-faq-ids": ids.join(" ") }, iso(item.message)));
+    });
+    box.append(list);
+    return box;
+  }
+
+  function renderConflicts(data) {
+    var box = $("conflicts");
+    box.textContent = "";
+    if (data.corpus_error) box.append(el("p", { class: "error" }, iso(data.corpus_error)));
+    if (data.corpus_identical_texts.length) {
+      box.append(conflictList("语料中同一问法属于多个条目，修正后才能发布", data.corpus_identical_texts,
+                              "corpus-conflicts", true));
+    }
+    if (!data.checked) {
+      box.append(el("p", { class: "muted" }, "正在服务的版本 " + data.served_version + " 构建时还没有冲突检查；重新发布后可见。"));
+      return;
+    }
+    if (data.identical_texts.length) {
+      box.append(conflictList("正在服务的版本中强制发布的冲突问法", data.identical_texts, "served-conflicts", true));
+    }
+    if (data.closer_elsewhere_texts.length) {
+      box.append(conflictList("相似问题更接近其他条目，请确认它们放在了正确的条目下", data.closer_elsewhere_texts,
+                              "closer-elsewhere", false));
+    }
+    if (!box.childNodes.length) box.append(el("p", {}, "没有发现冲突。"));
   }
 
   // --- publishing -------------------------------------------------------------------------------
@@ -214,6 +268,7 @@
         } else {
           loadGroups();
           loadPending();
+          loadConflicts();
         }
       }).catch(function (error) { notice(error.message, true); });
     }, POLL_MS);
@@ -244,16 +299,21 @@
       box.append(el("p", {}, "正在进行：" + status.stages.filter(function (s) { return s.id === status.stage; })[0].label + "…"));
     } else if (status.state === "done") {
       box.append(el("p", { class: "published" }, "已发布并上线：版本 " + status.version + "。"));
+      if (status.interrupted) box.append(el("p", { class: "muted" }, iso(status.message)));
+      if (status.all_workers === false) {
+        box.append(el("p", { class: "error" }, "部分工作进程仍在服务旧版本，它们会在几秒内跟上。"));
+      }
       box.append(gateSummary(status.gate));
     } else if (status.state === "refused") {
-      box.append(el("p", { class: "error" }, status.message + "。"));
+      box.append(el("p", { class: "error" }, iso(status.message) + "。"));
       if (status.gate) box.append(gateSummary(status.gate), changedTable(status.gate));
       var force = el("button", { type: "button", id: "force" }, "仍然发布（将记录在版本清单中）");
       force.addEventListener("click", function () { startPublish(true); });
       box.append(force);
     } else {
-      box.append(el("p", { class: "error" }, status.message));
+      box.append(el("p", { class: "error" }, iso(status.message)));
     }
+    if (status.conflicts) loadConflicts();
   }
 
   function share(count, total) {
