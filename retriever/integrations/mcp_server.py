@@ -37,6 +37,7 @@ from ..normalize import check_query_length
 from ..registry import CollectionRegistry
 from ..results import ALTERNATIVE, ANSWER_ROLE, SUGGESTION, SearchResult
 from ..scoring import NO_MATCH
+from ..store.collections import current_entries
 from ..version import __version__
 
 ROUTE = "mcp"  # the route label of the decision metrics and the unmatched log's ``source``
@@ -258,14 +259,17 @@ def _list_tool(registry: CollectionRegistry) -> Tool:
     seen: dict[str, tuple[str, tuple[list[CategorySummary], list[str]]]] = {}  # name -> (version, its summary)
 
     def labels(name: str) -> tuple[list[CategorySummary], list[str]]:
+        """A collection's categories and tags: from its loaded index, or read from disk (listing loads nothing)."""
         try:
-            searcher = registry.holder(name).current
-        except RetrieverError:  # removed since it was listed
+            searcher = registry.holders()[name].current if registry.loaded(name) else None
+            version, entries = (searcher.version, searcher.index.entries) if searcher is not None \
+                else current_entries(registry.root(name))
+        except (RetrieverError, KeyError):  # removed or broken since it was listed
             return [], []
-        if searcher is None:
+        if version is None:
             return [], []
-        if name not in seen or seen[name][0] != searcher.version:
-            seen[name] = (searcher.version, category_summary(searcher.index.entries))
+        if name not in seen or seen[name][0] != version:
+            seen[name] = (version, category_summary(entries))
         return seen[name][1]
 
     def list_collections() -> Annotated[CallToolResult, Collections]:

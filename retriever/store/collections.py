@@ -13,8 +13,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from ..corpus import FaqEntry
 from ..errors import IndexLoadError
-from .layout import CURRENT, VERSIONS
+from ..files import read_jsonl
+from .layout import CURRENT, ENTRIES, VERSIONS
 from .versions import current_version, read_manifest
 
 DEFAULT_COLLECTION = "default"
@@ -75,3 +77,13 @@ def describe_unloaded(root: str | Path) -> dict:
     return {"ready": True, "version": version, "entries": manifest.get("counts", {}).get("entries"),
             "model": manifest.get("model"), "default_mode": manifest.get("default_mode"),
             "calibrations": manifest.get("calibration", {}), "problem": None}
+
+
+def current_entries(root: str | Path) -> tuple[str | None, list[FaqEntry]]:
+    """The CURRENT version of a collection and its entries, read from disk without loading its index
+    (no vectors, no model): what listing a collection's categories needs."""
+    version = current_version(root)
+    if not version:
+        return None, []
+    records = read_jsonl(Path(root) / VERSIONS / version / ENTRIES, IndexLoadError, "index entries")
+    return version, [FaqEntry.from_record(record) for _, record in records]
