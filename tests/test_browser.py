@@ -279,3 +279,49 @@ def test_the_page_offers_the_collections_and_searches_the_one_picked(page, encod
         expect(page.locator("#results li").first).to_have_attribute("data-faq-id", "gjj-02", timeout=10_000)
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "search-page-collections.png"), full_page=True)
+
+
+# --- answers with links: Markdown links made links when safe, everything else shown as text ----------
+
+LINKED_ANSWERS = [
+    {"id": "guide", "question": "居住证怎么办理？", "paraphrases": ["办居住证要什么材料", "居住证在哪里申请"],
+     "answer": "请先阅读[办事指南](https://www.example.gov/guide?id=1)，材料齐全后到社区服务中心办理，"
+               "咨询可拨[12345](tel:12345)。"},
+    {"id": "tricks", "question": "居住证到期怎么续签？", "paraphrases": ["居住证过期了怎么办", "居住证续签流程"],
+     "answer": "见[续签说明](javascript:window.__pwned=1)<script>window.__pwned=2</script>"
+               "<img src=x onerror=\"window.__pwned=3\">&lt;b&gt;[邮件](mailto:help@example.gov)"},
+]
+
+
+def test_answer_links_work_and_tricks_stay_text(page, encoder, tmp_path):
+    from retriever.pipeline import build_from_corpus
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "faq.jsonl").write_text("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in LINKED_ANSWERS),
+                                      encoding="utf-8")
+    build_from_corpus(corpus, tmp_path / "index", encoder, progress=False, self_calibration=False)
+    with running_server(tmp_path / "index") as (url, _):
+        page.goto(url + "/")
+        page.get_by_role("searchbox").press_sequentially("办居住证要什么材料", delay=20)
+        first = page.locator('#results li[data-faq-id="guide"]')
+        expect(first).to_be_visible(timeout=10_000)
+        guide = first.locator(".answer a").first
+        expect(guide).to_have_text("办事指南")
+        expect(guide).to_have_attribute("href", "https://www.example.gov/guide?id=1")
+        expect(guide).to_have_attribute("rel", "noopener noreferrer")
+        expect(first.locator('.answer a[href="tel:12345"]')).to_have_text("12345")
+
+        page.get_by_role("searchbox").fill("")
+        page.get_by_role("searchbox").press_sequentially("居住证续签流程", delay=20)
+        tricks = page.locator('#results li[data-faq-id="tricks"] .answer')
+        expect(tricks).to_contain_text("[续签说明](javascript:window.__pwned=1)", timeout=10_000)
+        expect(tricks).to_contain_text("<script>window.__pwned=2</script>")
+        expect(tricks).to_contain_text("&lt;b&gt;")  # entities stay as typed, not decoded into markup
+        expect(tricks.locator("a")).to_have_count(1)  # only the mailto: link
+        expect(tricks.locator("a")).to_have_attribute("href", "mailto:help@example.gov")
+        expect(page.locator("#results img, #results script")).to_have_count(0)
+        tricks.click()
+        assert page.evaluate("window.__pwned") is None
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "search-page-answer-links.png"), full_page=True)

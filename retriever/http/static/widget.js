@@ -80,6 +80,38 @@
     return node;
   }
 
+  // An answer as text, with its Markdown links ([text](url), as spreadsheet hyperlinks are imported) made
+  // links when the URL is http(s), mailto or tel. Everything else stays text (textContent, never HTML):
+  // <script>, onerror= and javascript: links are shown, not run.
+  var LINK = /\[([^\[\]\n]+)\]\(([^()\s]+)\)/g;
+  var SAFE_SCHEMES = ["http:", "https:", "mailto:", "tel:"];
+
+  function safeUrl(href) {
+    try {
+      var url = new URL(href);
+      return SAFE_SCHEMES.indexOf(url.protocol) >= 0 ? url.href : null;
+    } catch (e) {
+      return null;  // relative or malformed: no base to resolve it against on another site
+    }
+  }
+
+  function answerNode(text) {
+    var node = el("p", { class: "answer" });
+    var last = 0, match;
+    LINK.lastIndex = 0;
+    while ((match = LINK.exec(text)) !== null) {
+      var href = safeUrl(match[2]);
+      if (!href) continue;
+      node.append(document.createTextNode(text.slice(last, match.index)));
+      var link = el("a", { href: href, target: "_blank", rel: "noopener noreferrer" }, match[1]);
+      link.addEventListener("click", function (event) { event.stopPropagation(); });  // opens, does not fold
+      node.append(link);
+      last = match.index + match[0].length;
+    }
+    node.append(document.createTextNode(text.slice(last)));
+    return node;
+  }
+
   // A <select> of the service's collections, shown only when there are several.
   function addCollectionPicker(root, input, onChange) {
     fetch(apiBase + "/v1/collections", { headers: { Accept: "application/json" } })
@@ -187,7 +219,7 @@
         var meta = el("div", { class: "meta" });
         meta.append(el("span", {}, TEXT.matched + hit.matched_text),
                     el("span", {}, TEXT.score + " " + hit.score.toFixed(3)));
-        item.append(el("h3", {}, hit.question), el("p", { class: "answer" }, hit.answer), meta);
+        item.append(el("h3", {}, hit.question), answerNode(hit.answer), meta);
         if (FEEDBACK) item.append(feedbackRow(body.query, hit, body));
         list.append(item);
       });
