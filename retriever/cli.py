@@ -214,7 +214,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
             args.index, args.input, out, model=args.model, mode=args.mode, input_format=args.format,
             id_column=args.id_column, text_column=args.text_column, rejects=rejects, threshold=args.threshold,
             batch_size=args.batch_size, max_chars=ServiceConfig.from_env().max_query_chars, address=args.ray_address,
-            actors=args.actors, progress=not args.quiet)
+            actors=args.actors, progress=not args.quiet, masker=masker_for(ServiceConfig.from_env()))
     else:
         searcher = _load_searcher(args)
         summary = classify_file(searcher, args.input, out, input_format=args.format,

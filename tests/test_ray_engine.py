@@ -50,6 +50,15 @@ def _local_and_ray(tmp_path, searcher, seed_index, name, body, out_name, **optio
     return local, on_ray
 
 
+def test_personal_data_is_masked_on_ray_as_it_is_locally(ray_cluster, searcher, seed_index, tmp_path):
+    body = "id,text\n1,我的手机13812345678注销进度怎么查\n2,身份证11010519491231002X的注册怎么注销\n"
+    local, on_ray = _local_and_ray(tmp_path, searcher, seed_index, "pii.csv", body, "pii.csv")
+    assert on_ray.read_bytes() == local.read_bytes()
+    written = on_ray.read_text(encoding="utf-8")
+    assert "13812345678" not in written and "11010519491231002X" not in written
+    assert "138****5678" in written and "110105********002X" in written
+
+
 def test_csv_on_two_actors_is_the_local_engines_output_byte_for_byte(ray_cluster, searcher, seed_index, tmp_path):
     # Small batches, so that many go through both actors and must come back in input order.
     local, on_ray = _local_and_ray(tmp_path, searcher, seed_index, "in.csv", "id,text\n" + ROWS * 6, "out.csv",

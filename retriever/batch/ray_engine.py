@@ -32,6 +32,7 @@ from typing import Any, Iterator
 from tqdm.auto import tqdm
 
 from ..encoders import load_encoder
+from ..privacy import DEFAULT_MASKER, Masker
 from ..errors import RetrieverError, require_extra
 from ..scoring import DEFAULT_MODE
 from ..search import Searcher
@@ -327,19 +328,21 @@ class Classifier:
 # --- writing, on the driver -------------------------------------------------------------------------
 
 
-def _write_row(row: dict, summary: ClassifySummary, output: PartialWriter, rejected: PartialWriter) -> None:
+def _write_row(row: dict, summary: ClassifySummary, output: PartialWriter, rejected: PartialWriter,
+               masker: Masker) -> None:
     summary.rows += 1
     if row["problem"] is not None:
         rejected.write({"line": row["line"], "reason": row["problem"]})
         summary.rejected += 1
         return
-    record = {"line": row["line"], "id": row["id"], "text": row["text"], **json.loads(row["result"])}
+    # Masked as the local engine masks (retriever/privacy.py): the actors classified the full text.
+    record = {"line": row["line"], "id": row["id"], "text": masker(row["text"]), **json.loads(row["result"])}
     output.write(record)
     summary.classified += 1
     summary.decisions[record["decision"]] += 1
 
 
-def _write_all(batches: Iterator[pa.Table], out: Path, rejects: Path, bar: tqdm) -> ClassifySummary:
+def _write_all(batches: Iterator[pa.Table], out: Path, rejects: Path, bar: tqdm, masker: Masker) -> ClassifySummary:
     """Write every row, in input order, to the partial files; put them in place when all are written."""
     summary, writers = ClassifySummary(), []
     try:
@@ -349,7 +352,7 @@ def _write_all(batches: Iterator[pa.Table], out: Path, rejects: Path, bar: tqdm)
         writers.append(rejected)
         for batch in batches:
             for row in batch.to_pylist():
-                _write_row(row, summary, output, rejected)
+                _write_row(row, summary, output, rejected, masker)
             bar.update(batch.num_rows)
         output.finish()
         rejected.finish()
@@ -402,11 +405,13 @@ def classify_on_ray(index: str | Path, input_path: str | Path, out: str | Path, 
                     mode: str | None = None, input_format: str | None = None, id_column: str | None = "id",
                     text_column: str = "text", rejects: str | Path | None = None, threshold: float | None = None,
                     batch_size: int = 256, max_chars: int = 500, address: str | None = None,
-                    actors: int | None = None, progress: bool = True) -> tuple[ClassifySummary, dict]:
+                    actors: int | None = None, progress: bool = True,
+                    masker: Masker = DEFAULT_MASKER) -> tuple[ClassifySummary, dict]:
     """Classify every row of ``input_path`` into ``out`` on Ray, as ``classify_file`` does locally.
 
     ``address``: a Ray head (``HOST:PORT`` or ``auto``); None starts Ray on this machine (or uses the
     caller's open session). ``actors``: model copies, one CPU each (default: the cluster's CPUs).
+    ``masker`` masks personal data in the output's ``text`` column, as the local engine does.
     Returns the summary and the calibration of the index version used (for the report).
     """
     source, out = str(input_path), Path(out)
@@ -430,5 +435,5 @@ def classify_on_ray(index: str | Path, input_path: str | Path, out: str | Path, 
             compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=min(1.0, _cluster_cpus() / actors))
         with tqdm(total=_expected_rows(source, input_format), desc=f"classifying on {actors} Ray actor(s)",
                   unit=" rows", disable=not progress) as bar:
-            summary = _write_all(_results(classified), out, rejects, bar)
+            summary = _write_all(_results(classified), out, rejects, bar, masker)
     return summary, calibration
