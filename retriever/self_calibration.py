@@ -174,16 +174,15 @@ def _corpus_outcomes(searcher, rounds: Rounds, matrix: np.ndarray, text_ids: np.
             text = index.texts[text_id]
             hidden = rounds.hidden(searcher.text_entry, int(text_id), kind)
             gold = ids[text.entry] if kind == "paraphrase" else None
-            for mode, outcome in _outcome(searcher, text.norm, dense, hidden, gold, modes).items():
+            for mode, outcome in _outcome(searcher, ids, text.norm, dense, hidden, gold, modes).items():
                 outcomes[mode].append(outcome)
     return outcomes
 
 
-def _outcome(searcher, text: str, dense: np.ndarray, hidden: np.ndarray | None, gold: str | None,
-             modes: Sequence[str]) -> dict[str, Outcome]:
-    """One query's top entries in each of ``modes`` over every text not ``hidden``."""
+def _outcome(searcher, ids: Sequence[str], text: str, dense: np.ndarray, hidden: np.ndarray | None,
+             gold: str | None, modes: Sequence[str]) -> dict[str, Outcome]:
+    """One query's top entries (``ids``: every entry's id) in each of ``modes`` over every text not ``hidden``."""
     lexical = searcher.lexical.scores(text) if set(modes) - {"dense"} else None
-    ids = [e.id for e in searcher.index.entries]
     k = min(len(dense), TOP_ENTRIES * searcher.texts_per_entry)
     out = {}
     for mode in modes:
@@ -208,9 +207,10 @@ def mode_outcomes(searcher, rounds: Rounds) -> dict[str, list[Outcome]]:
     outcomes = _corpus_outcomes(searcher, rounds, matrix, rounds.paraphrases, "paraphrase")
     for mode, more in _corpus_outcomes(searcher, rounds, matrix, rounds.absent, "absent").items():
         outcomes[mode] += more
+    ids = [e.id for e in index.entries]
     if rounds.offtopic:
         for text, dense in zip(rounds.offtopic, rounds.offtopic_vectors @ matrix.T):
-            for mode, outcome in _outcome(searcher, text, dense, None, None, MODES).items():
+            for mode, outcome in _outcome(searcher, ids, text, dense, None, None, MODES).items():
                 outcomes[mode].append(outcome)
     return outcomes
 
