@@ -18,6 +18,7 @@ from ..encoders.coalescing import batch_work
 from ..errors import QueryError
 from ..filters import metadata_filter
 from ..normalize import normalize
+from ..results import SearchResult
 from ..scoring import DECISIONS, NO_MATCH
 from .cache import EXTENSION as CACHE_EXTENSION, AnswerCache, answer_key, cache_control, etag, etag_matches
 from .errors import ApiError
@@ -49,6 +50,14 @@ def note_decision(query: str, decision: str, top_faq_id: str | None, score: floa
     shared.metrics.count_decision(route, decision, path)
     if shared.unmatched is not None and decision == NO_MATCH:
         shared.unmatched.record(query, top_faq_id, score, threshold, serving().version, route)
+
+
+def note_result(query: str, result: SearchResult, route: str) -> None:
+    """:func:`note_decision` for one search result (its first hit is what the unmatched log names)."""
+    shared = state()
+    shared.metrics.count_decision(route, result.decision, result.path)
+    if shared.unmatched is not None:
+        shared.unmatched.record_result(query, result, serving().version, route)
 
 
 def _search_params() -> dict[str, Any]:
@@ -91,9 +100,7 @@ def search(name: str | None = None):
     if tag is not None and etag_matches(request.headers.get("If-None-Match"), tag):
         return _with_cache_headers(Response(status=304), tag)  # the client's copy is this answer: no model call
     result = _search_once(searcher, parsed, top_k, key)
-    top = result.hits[0] if result.hits else None
-    note_decision(parsed.query, result.decision, top and top.faq_id, top and round(top.score, 6), result.threshold,
-                  "search", result.path)
+    note_result(parsed.query, result, "search")
     g.answer_path = result.path  # for the access log
     response = jsonify({**result.to_dict(), "index_version": searcher.version, "took_ms": _took_ms()})
     return _with_cache_headers(response, tag) if tag is not None else response

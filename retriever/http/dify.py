@@ -6,7 +6,6 @@ limiter's 429, a failure's 500), leaves in that form (:func:`_in_difys_form`).
 """
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 
@@ -15,9 +14,10 @@ from flask import Blueprint, Response, g, jsonify, request
 from ..errors import QueryError
 from ..integrations.dify import HTTP_ERROR_CODES, INVALID_BODY, DifyError, entry_filter, parse_request, records
 from ..registry import UnknownCollection
-from .api import note_decision
+from .api import note_result
 from .errors import ApiError
 from .parsing import json_body
+from .ratelimit import bearer_key, known_key
 from .state import state
 
 bp = Blueprint("dify", __name__)
@@ -27,21 +27,6 @@ ROUTE = "/retrieval"
 
 def _dify_error(error: DifyError):
     return jsonify({"error_code": error.error_code, "error_msg": error.error_msg}), error.status
-
-
-def bearer_key(header: str) -> str | None:
-    """The key of an ``Authorization: Bearer <key>`` header; None for any other header."""
-    scheme, _, key = header.partition(" ")
-    return key.strip() or None if scheme == "Bearer" else None
-
-
-def known_key(header: str, keys: tuple[str, ...]) -> str | None:
-    """The configured API key the header carries (compared in constant time), or None."""
-    key = bearer_key(header)
-    if key is None:
-        return None
-    supplied = key.encode("utf-8", "replace")
-    return next((known for known in keys if hmac.compare_digest(supplied, known.encode())), None)
 
 
 def _authorize() -> None:
@@ -84,9 +69,7 @@ def retrieval():
         # The length only: the text may carry personal data.
         log.warning("dify query truncated from %d to %d characters (knowledge %s)", wanted.truncated_from,
                     len(wanted.query), wanted.knowledge_id)
-    top = result.hits[0] if result.hits else None
-    note_decision(wanted.query, result.decision, top and top.faq_id, top and round(top.score, 6), result.threshold,
-                  "dify", result.path)
+    note_result(wanted.query, result, "dify")
     return jsonify({"records": records(result, wanted.score_threshold, wanted.truncated_from is not None)})
 
 

@@ -20,6 +20,8 @@ from flask import g, has_request_context
 from ..editing import LOG_BACKUPS
 from ..files import append_line, remove_old_records
 from ..privacy import DEFAULT_MASKER, Masker
+from ..results import SearchResult
+from ..scoring import NO_MATCH
 
 access_log = logging.getLogger("retriever.access")
 log = logging.getLogger(__name__)
@@ -174,3 +176,10 @@ class UnmatchedLog(MaskedJsonLog):
             log.warning("%s: an unmatched query was not logged: %s", self.path, exc.strerror or exc)
             return False
         return True
+
+    def record_result(self, query: str, result: SearchResult, version: str, source: str) -> bool:
+        """Log ``query`` if ``result`` is ``no_match`` (with its first hit), as every route that searches does."""
+        if result.decision != NO_MATCH:
+            return False
+        top = result.hits[0] if result.hits else None
+        return self.record(query, top and top.faq_id, top and round(top.score, 6), result.threshold, version, source)

@@ -125,11 +125,26 @@ def _check_store(uri: str) -> None:
                     "(start the store, or unset RETRIEVER_RATE_LIMIT_STORAGE)", _without_password(uri))
 
 
+def bearer_key(header: str) -> str | None:
+    """The key of an ``Authorization: Bearer <key>`` header; None for any other header."""
+    scheme, _, key = header.partition(" ")
+    return key.strip() or None if scheme == "Bearer" else None
+
+
+def known_key(header: str, keys: tuple[str, ...]) -> str | None:
+    """The configured API key the header carries (compared in constant time), or None."""
+    key = bearer_key(header)
+    if key is None:
+        return None
+    supplied = key.encode("utf-8", "replace")
+    return next((known for known in keys if hmac.compare_digest(supplied, known.encode())), None)
+
+
 def client_identity(authorization: str, remote_addr: str | None, api_keys: tuple[str, ...]) -> str:
-    """Whom a budget counts against: the API key a request carries (by a digest, never the key), else its address."""
-    scheme, _, key = authorization.partition(" ")
-    if scheme == "Bearer" and any(hmac.compare_digest(key.encode("utf-8", "replace"), known.encode())
-                                  for known in api_keys):
+    """Whom a limit or budget counts against: the API key a request authenticates with (by a digest, never
+    the key itself), else its address."""
+    key = known_key(authorization, api_keys)
+    if key is not None:
         return "key:" + hashlib.sha256(key.encode()).hexdigest()[:16]
     return "address:" + (remote_addr or "")
 

@@ -249,10 +249,8 @@ def _note_decision(options: ServerOptions, query: str, result: SearchResult, ver
     """Count the decision and log a no_match query for the editors, as the HTTP search does."""
     if options.metrics is not None:
         options.metrics.count_decision(ROUTE, result.decision, result.path)
-    if options.unmatched is not None and result.decision == NO_MATCH:
-        top = result.hits[0] if result.hits else None
-        options.unmatched.record(query, top and top.faq_id, top and round(top.score, 6), result.threshold, version,
-                                 ROUTE)
+    if options.unmatched is not None:
+        options.unmatched.record_result(query, result, version, ROUTE)
 
 
 def _list_tool(registry: CollectionRegistry) -> Tool:
