@@ -27,10 +27,10 @@ import numpy as np
 import yaml
 
 from .evaluation import LabelledQuery, Outcome, calibrate, cross_validated
+from .judge import QUESTION_FIELDS
 from .normalize import normalize
 from .scoring import MODES, best_per_entry, fuse
 
-QUESTION_FIELDS = ("question", "paraphrase")
 MAX_ROUNDS = 2000  # paraphrase rounds and absent rounds each: enough for a threshold, bounded for 100k entries
 NEAR_DUPLICATE = 0.9  # character-bigram Dice at which two texts of one entry say the same thing
 # An off-topic question at least as close to an entry as this share of the paraphrase rounds that found
