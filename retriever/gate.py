@@ -28,7 +28,11 @@ from .files import sha256_file, write_text_atomic
 from .scoring import ANSWER, NO_MATCH
 from .search import Searcher
 from .store import MANIFEST, VERSIONS, current_version, load_index, read_manifest
+from .store.build import GATE_OUTCOMES
+from .store.embedding_cache import EmbeddingCache
+from .store.token_cache import TokenCache
 from .store.layout import with_decision_checksum
+from .version import __version__
 
 MAX_DROP_QUERIES = 1  # top-1 may lose one query ...
 MAX_DROP_POINTS = 1.0  # ... and one percentage point, not more
@@ -148,7 +152,7 @@ def compare(after: Sequence[Outcome], before: Sequence[Outcome] | None = None,
 # --- running it on a build ------------------------------------------------------------------------
 
 
-def staged_searcher(staging: Path, fields: dict[str, Any], encoder: Encoder) -> Searcher:
+def staged_searcher(staging: Path, fields: dict[str, Any], encoder: Encoder, tokenizer=None) -> Searcher:
     """The staging version as it will be published: its manifest completed with ``fields`` (calibration, judge).
 
     The build rewrites the manifest the same way after the gate; here it is written early so the
@@ -159,10 +163,10 @@ def staged_searcher(staging: Path, fields: dict[str, Any], encoder: Encoder) -> 
                          if p.is_file() and p.name != MANIFEST}
     manifest = with_decision_checksum(manifest)
     write_text_atomic(staging / MANIFEST, json.dumps(manifest, ensure_ascii=False, indent=2) + "\n")
-    return Searcher(load_index(staging), encoder)
+    return Searcher(load_index(staging), encoder, tokenizer=tokenizer)
 
 
-def served_searcher(index_root: Path, encoder: Encoder) -> Searcher | None:
+def served_searcher(index_root: Path, encoder: Encoder, embedding_cache: bool = False) -> Searcher | None:
     """The version CURRENT names, with its own model; None when nothing is published yet."""
     version = current_version(index_root)
     if version is None:
@@ -171,30 +175,73 @@ def served_searcher(index_root: Path, encoder: Encoder) -> Searcher | None:
         index = load_index(index_root / VERSIONS / version)
         if index.manifest.get("model") != encoder.name:
             encoder = load_encoder(index.manifest.get("model_source"))
-        return Searcher(index, encoder)
+        return Searcher(index, encoder, tokenizer=_tokenizer(index_root, index.manifest, embedding_cache))
     except RetrieverError as exc:
         raise GateRefused(f"publish refused: the served version {version} cannot be evaluated to compare with "
                           f"({exc}). Build with --force to publish without the comparison") from None
 
 
 def check_publish(staging: Path, fields: dict[str, Any], index_root: Path, encoder: Encoder,
-                  labelled: list[LabelledQuery], force: bool = False) -> dict[str, Any]:
-    """Run the gate on a staging version; the manifest fields that record it. Raises GateRefused."""
+                  labelled: list[LabelledQuery], force: bool = False, embedding_cache: bool = True) -> dict[str, Any]:
+    """Run the gate on a staging version; the manifest fields that record it. Raises GateRefused.
+
+    The labelled queries' vectors come from the index root's embedding cache: the build's calibration
+    embedded them already, so the gate only searches (``embedding_cache`` False: kept in memory)."""
     if not labelled:
         return {"publish_gate": {"passed": True, "skipped": "no labelled queries"}}
-    after = run(staged_searcher(staging, fields, encoder), labelled, progress=False)
-    try:
-        served = served_searcher(index_root, encoder)
-    except GateRefused as exc:
-        if not force:
-            raise
-        return {"publish_gate": {"passed": False, "forced": True, "refusal": str(exc)}}
-    report = compare(after, run(served, labelled, progress=False) if served else None,
-                     served.version if served else None)
+    encoder = EmbeddingCache.for_index(index_root, encoder, enabled=embedding_cache, progress=False).encoder_view()
+    tokenizer = _tokenizer(index_root, read_manifest(staging), embedding_cache)
+    staged = staged_searcher(staging, fields, encoder, tokenizer)
+    after = run(staged, labelled, progress=False)
+    stamp = _outcomes_stamp(labelled, staged.clock())
+    write_text_atomic(staging / GATE_OUTCOMES, json.dumps(
+        {**stamp, "outcomes": [[o.decision, o.top_id] for o in after]}, ensure_ascii=False) + "\n")
+    version, before = recorded_outcomes(index_root, labelled, stamp)
+    if before is None:  # recorded by other code, another day or other labelled queries: search it again
+        try:
+            served = served_searcher(index_root, encoder, embedding_cache)
+        except GateRefused as exc:
+            if not force:
+                raise
+            return {"publish_gate": {"passed": False, "forced": True, "refusal": str(exc)}}
+        version, before = (served.version, run(served, labelled, progress=False)) if served else (None, None)
+    report = compare(after, before, version)
     if not report.passed and not force:
         raise GateRefused(report.message(), report)
     return {"publish_gate": {**report.to_dict(), "forced": not report.passed,
                              "labelled_checksum": _labelled_checksum(labelled)}}
+
+
+def _outcomes_stamp(labelled: list[LabelledQuery], today) -> dict[str, str]:
+    """What a version's recorded gate outcomes depend on besides the version: the labelled queries,
+    the code that searched, the day (entries' validity dates)."""
+    return {"labelled_checksum": _labelled_checksum(labelled), "retriever": __version__, "day": today.isoformat()}
+
+
+def recorded_outcomes(index_root: Path, labelled: list[LabelledQuery],
+                      stamp: dict[str, str]) -> tuple[str | None, list[Outcome] | None]:
+    """The served version and the outcomes its own gate recorded for ``labelled`` (``gate_outcomes.json``),
+    when recorded under the same ``stamp``: what searching it again would give, without loading it.
+    (version, None) when there is no such record; (None, None) when nothing is served."""
+    version = current_version(index_root)
+    if version is None:
+        return None, None
+    try:
+        recorded = json.loads((index_root / VERSIONS / version / GATE_OUTCOMES).read_text(encoding="utf-8"))
+        outcomes = recorded["outcomes"]
+        if any(recorded.get(key) != value for key, value in stamp.items()) or len(outcomes) != len(labelled):
+            return version, None
+        return version, [Outcome(query, None, (0.0,), top_id, decision)
+                         for query, (decision, top_id) in zip(labelled, outcomes)]
+    except (OSError, ValueError, KeyError, TypeError):
+        return version, None
+
+
+def _tokenizer(index_root: Path, manifest: dict[str, Any], embedding_cache: bool) -> TokenCache | None:
+    """The build's token cache for the version's tokenizer (None with the caches off: the index's own)."""
+    if not embedding_cache:
+        return None
+    return TokenCache.for_index(index_root, manifest.get("lexical", {}).get("tokenizer", {}))
 
 
 def _labelled_checksum(labelled: list[LabelledQuery]) -> str:
@@ -203,16 +250,17 @@ def _labelled_checksum(labelled: list[LabelledQuery]) -> str:
 
 
 def publish_gate(index_root: str | Path, encoder: Encoder, labelled_path: str | Path | None, force: bool = False,
-                 on_start: Callable[[], None] | None = None) -> Callable[[Path, dict], dict]:
+                 on_start: Callable[[], None] | None = None, embedding_cache: bool = True) -> Callable[[Path, dict], dict]:
     """The ``check`` hook of :func:`~retriever.pipeline.build_from_corpus` that runs the gate.
 
     ``on_start`` is called when the gate begins (the workbench shows it as a stage).
+    ``embedding_cache`` as the build's (False: nothing written under ``index_root/embeddings``).
     """
     labelled = read_labelled(labelled_path) if labelled_path else []
 
     def check(staging: Path, fields: dict) -> dict:
         if on_start is not None:
             on_start()
-        return check_publish(staging, fields, Path(index_root), encoder, labelled, force)
+        return check_publish(staging, fields, Path(index_root), encoder, labelled, force, embedding_cache)
 
     return check

@@ -211,8 +211,10 @@ class JudgeContext:
 
     def idf_share(self, tokens: frozenset[str], missing: frozenset[str]) -> float:
         """Share of the IDF of ``tokens`` carried by those in ``missing``."""
-        total = sum(self.idf.get(t, self.unknown_idf) for t in tokens)
-        return sum(self.idf.get(t, self.unknown_idf) for t in missing) / total if total else 0.0
+        # fsum: exact, so the same in every process whatever order the set iterates in (hash seeds differ):
+        # a last-bit difference here changed the judge a build trained (thresholds 0.510 vs 0.458).
+        total = math.fsum(self.idf.get(t, self.unknown_idf) for t in tokens)
+        return math.fsum(self.idf.get(t, self.unknown_idf) for t in missing) / total if total else 0.0
 
 
 class LeftOut:

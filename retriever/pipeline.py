@@ -1,7 +1,9 @@
 """From a corpus folder to a published, calibrated index: what ``build`` does."""
 from __future__ import annotations
 
+import contextlib
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -20,6 +22,8 @@ from .judge_training import train_judge
 from .search import Searcher
 from .self_calibration import add_offtopic, calibrate_modes, load_offtopic, plan_rounds
 from .store import build_index, is_up_to_date, load_index, record_artifacts
+from .store.embedding_cache import CachedEncoder, EmbeddingCache
+from .store.token_cache import TokenCache
 from .store.layout import JUDGE, LABELLED, LABELLED_VECTORS
 from .lexical import Tokenizer
 from .scoring import DEFAULT_MODE, MODES
@@ -52,7 +56,8 @@ def build_from_corpus(corpus: str | Path, out: str | Path, encoder: Encoder, *, 
                       progress: bool = True, check: Callable[[Path, dict], dict] | None = None,
                       fast_encoder: Encoder | None = None,
                       fast_path_max_error: float = DEFAULT_MAX_ERROR, allow_conflicts: bool = False,
-                      self_calibration: bool = True) -> BuildOutcome:
+                      self_calibration: bool = True, embedding_cache: bool = True,
+                      embed_workers: int = 1) -> BuildOutcome:
     """Validate the corpus, embed it, calibrate (on the labelled queries, the corpus itself, or both), publish.
 
     ``fast_encoder`` makes a cascade index: every text embedded by it too, and the fast path's
@@ -63,6 +68,11 @@ def build_from_corpus(corpus: str | Path, out: str | Path, encoder: Encoder, *, 
     ``check`` (the publish gate, :mod:`retriever.gate`) gets the complete staging folder and its
     new manifest fields before publication: it may add fields, or raise to refuse the version.
     A text two entries share (retriever/corpus/conflicts.py) raises ConflictError unless ``allow_conflicts``.
+
+    Every text (entries, negatives, labelled and calibration queries) is embedded once, through the
+    index root's embedding cache (retriever/store/embedding_cache.py; ``embedding_cache`` False: in
+    memory only), so a rebuild embeds only what changed; ``embed_workers`` > 1 spreads large batches
+    over that many processes. The manifest's ``build_stages`` records the seconds of each stage.
     """
     entries = load_corpus(corpus)
     identical = check_identical(entries, allow_conflicts, CONFLICTS_FIX)  # before any model time
@@ -78,31 +88,58 @@ def build_from_corpus(corpus: str | Path, out: str | Path, encoder: Encoder, *, 
     if if_stale and is_up_to_date(out, entries, encoder.name, settings):
         return BuildOutcome(None, len(entries), labelled_path)
 
-    def finalize(staging: Path) -> dict:
-        fields = finalize_version(staging, encoder, labelled, progress, fast_encoder, fast_path_max_error,
-                                  identical, self_calibration)
-        return {**fields, **check(staging, fields)} if check else fields
+    cache = EmbeddingCache.for_index(out, encoder, enabled=embedding_cache, progress=progress, batch_size=batch_size,
+                                     workers=embed_workers)
+    tokens = TokenCache.for_index(out, settings["tokenizer"], enabled=embedding_cache)
+    stages = {"started": time.perf_counter()}
+    embedded_before = cache.embedded
 
-    version_dir = build_index(entries, encoder, out, settings=settings, batch_size=batch_size,
-                              progress=progress, keep_versions=keep_versions, finalize=finalize,
-                              fast_encoder=fast_encoder)
+    def finalize(staging: Path) -> dict:
+        stages["embed"] = time.perf_counter() - stages.pop("started")
+        fields = finalize_version(staging, cache.encoder_view(), labelled, progress, fast_encoder, fast_path_max_error,
+                                  identical, self_calibration, stages, tokens, embed_workers)
+        if check:
+            started = time.perf_counter()
+            fields = {**fields, **check(staging, fields)}
+            stages["gate"] = time.perf_counter() - started
+        return {**fields, "build_stages": {name: round(seconds, 2) for name, seconds in stages.items()},
+                "embedding_cache": {"embedded": cache.embedded - embedded_before, "on_disk": cache.folder is not None}}
+
+    try:
+        with cache.tracking() as used:
+            version_dir = build_index(entries, encoder, out, settings=settings, batch_size=batch_size,
+                                      progress=progress, keep_versions=keep_versions, finalize=finalize,
+                                      fast_encoder=fast_encoder, cache=cache)
+        cache.compact_if_large(used)
+    finally:
+        cache.close()
+        with contextlib.suppress(OSError):  # a cache: the next build tokenizes again if it could not be saved
+            tokens.save()
     return BuildOutcome(version_dir, len(entries), labelled_path)
 
 
 def finalize_version(staging: Path, encoder: Encoder, labelled: list, progress: bool = True,
                      fast_encoder: Encoder | None = None, fast_path_max_error: float = DEFAULT_MAX_ERROR,
-                     identical: Sequence[IdenticalText] = (), self_calibration: bool = True) -> dict:
+                     identical: Sequence[IdenticalText] = (), self_calibration: bool = True,
+                     stages: dict[str, float] | None = None, tokenizer=None, workers: int = 1) -> dict:
     """Calibrate every mode, train the judge into the staging folder and, with a fast model, calibrate
     the fast path's gate.
 
     Calibration uses the labelled queries when there are enough of them, the corpus itself when
     there are none (``self_calibration``, retriever/self_calibration.py), and both in between.
-    Returns the manifest fields to add. The labelled queries are embedded once for all of it.
+    Returns the manifest fields to add. The labelled queries are embedded once for all of it (``encoder``
+    a :class:`CachedEncoder`, or else wrapped in a :class:`QueryMemo`); ``stages`` gets the seconds of
+    calibration and judge training; ``tokenizer`` replaces the index's own (a :class:`TokenCache`);
+    ``workers`` processes fit the judge's trees.
     Everything but the gate is learned on the full path alone (the searchers here have no cascade).
     """
-    memo = QueryMemo(encoder)
+    stages = {} if stages is None else stages
+    started = time.perf_counter()
+    memo = encoder if isinstance(encoder, (CachedEncoder, QueryMemo)) else QueryMemo(encoder)
     index = load_index(staging)
-    searcher = Searcher(index, memo, cascade=False)
+    if labelled:  # before the searcher, whose judge lookups then hold them (decisions without a judge do not read them)
+        keep_labelled(staging, index, labelled, memo)
+    searcher = Searcher(index, memo, cascade=False, tokenizer=tokenizer)  # one searcher for all of it
     fields: dict = {"conflicts": record_conflicts(staging, index, identical)}
     kind = calibration_kind(labelled, self_calibration and len(index.entries) > 1)
     rounds = None
@@ -114,20 +151,20 @@ def finalize_version(staging: Path, encoder: Encoder, labelled: list, progress: 
         fields["calibration"] = calibrate_modes(searcher, rounds, outcomes)
     elif outcomes:
         fields["calibration"] = {mode: calibrate(found) for mode, found in outcomes.items()}
-    if labelled:
-        keep_labelled(staging, index, labelled, memo)
+    stages["calibration"] = time.perf_counter() - started
     if len(index.entries) > 1:
-        # one that sees the labelled queries
-        judge = train_judge(Searcher(index, memo, cascade=False), labelled, progress=progress, self_rounds=rounds)
+        started = time.perf_counter()
+        judge = train_judge(searcher, labelled, progress=progress, self_rounds=rounds, workers=workers)
         write_text_atomic(staging / JUDGE, json.dumps(judge.to_dict(), ensure_ascii=False) + "\n")
         fields["judge"] = dict(judge.summary or {})
+        stages["judge"] = time.perf_counter() - started
     fields["calibration_source"] = calibration_source(kind, labelled, rounds, fields)
     if fast_encoder is not None:
-        gate = calibrate_fast_path(Searcher(index, memo, cascade=False), fast_encoder, labelled, fast_path_max_error)
+        gate = calibrate_fast_path(searcher, fast_encoder, labelled, fast_path_max_error)
         fields["fast_path"] = gate.to_dict()
     # A check of the staging version (the publish gate) then sees them, and the fast path's gate.
     record_artifacts(staging, {"fast_path": fields["fast_path"]} if "fast_path" in fields else None)
-    return fields
+    return {**fields, "build_stages": {name: round(seconds, 2) for name, seconds in stages.items()}}
 
 
 CONFLICTS_FIX = ("Nothing was built. Remove or reword one of each (or move it to the right entry), or build with "

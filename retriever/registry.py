@@ -28,6 +28,7 @@ from .scoring import DEFAULT_MODE
 from .search import Searcher
 from .store import VERSIONS, read_manifest
 from .store.collections import DEFAULT_COLLECTION, check_collection_name, describe_unloaded, list_collections
+from .validity import Clock
 
 log = logging.getLogger(__name__)
 SWEEP_SECONDS = 30.0  # the longest the watcher sleeps between looks for idle collections
@@ -71,18 +72,20 @@ class CollectionRegistry:
     def open(cls, index_root: str | Path, encoders: EncoderCache, *, model: str | None = None, mode: str | None = None,
              default: str | None = None, poll_seconds: float = 0.0,
              holder_options: Callable[[str], dict[str, Any]] | None = None, idle_seconds: float = 0.0,
-             max_loaded: int = 0, clock: Callable[[], float] = time.monotonic) -> "CollectionRegistry":
+             max_loaded: int = 0, clock: Callable[[], float] = time.monotonic,
+             validity_clock: Clock | None = None) -> "CollectionRegistry":
         """Every collection under ``index_root``, each version served with the model that built it.
 
         Only the default collection is loaded now; the others on first use. Collections built with the
         same model share one encoder (``encoders``). ``holder_options`` gives extra keyword arguments
         for each collection's :class:`SearcherHolder` by name (asked once per name: a collection loaded
         again gets the same ones). ``model`` forces one model for all (an index built by another is
-        then refused, as ever).
+        then refused, as ever). ``validity_clock`` gives today's date for the entries' validity dates
+        (default: the system's in Asia/Shanghai).
         """
         def load(version_dir: Path) -> Searcher:
             source = model or read_manifest(version_dir).get("model_source")
-            return Searcher.load(version_dir, encoders.get(source), mode)
+            return Searcher.load(version_dir, encoders.get(source), mode, clock=validity_clock)
 
         options: dict[str, dict[str, Any]] = {}
 

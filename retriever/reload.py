@@ -25,10 +25,14 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
+from .encoders import preload_shared
 from .errors import IndexLoadError
 from .files import write_text_atomic
 from .search import Searcher
-from .store import MANIFEST, VERSIONS, current_version, list_versions, resolve_version_dir
+from .store import MANIFEST, VERSIONS, current_version, list_versions, read_manifest, resolve_version_dir
+from .store.ann import set_search_threads
+from .store.collections import DEFAULT_COLLECTION, list_collections
+from .store.load import preload_index
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -90,12 +94,62 @@ def first_servable(index_root: Path, load: Callable[[Path], T], quiet: bool = Fa
 
 
 def probe(searcher: Searcher) -> None:
-    """A loaded index must find its own first entry by that entry's question."""
-    entry = searcher.index.entries[0]
+    """A loaded index must find its own first entry by that entry's question (the first valid today:
+    an entry outside its dates is never found, by design)."""
+    kept = searcher.validity.kept(searcher.clock())
+    valid = [number for number in range(len(searcher.index.entries)) if kept is None or kept[number]]
+    if not valid:
+        return  # every entry is outside its dates today: nothing can be asked
+    entry = searcher.index.entries[valid[0]]
     hits = searcher.search(entry.question, top_k=5).hits
     if entry.id not in {hit.faq_id for hit in hits}:
         raise ReloadRefused(f"{searcher.index.path}: probe query failed: entry '{entry.id}' not found by its "
                             f"own question")
+
+
+class _ModelNamed:
+    """Stands for the index's model by name and dimension, without loading it: the server's master never
+    runs a model (the threads of its runtime would not survive the fork)."""
+
+    def __init__(self, manifest: dict[str, Any]) -> None:
+        self.name, self.dim, self.source = manifest.get("model"), manifest.get("dim"), manifest.get("model_source")
+
+    def encode_queries(self, texts):
+        raise RuntimeError("the server's master preloads indexes and never embeds")
+
+    encode_passages = encode_queries
+
+
+def preload_for_workers(index_root: str | Path, default: str | None = None) -> str | None:
+    """In the server's master, before it forks: load the default collection's servable version with
+    everything a Searcher derives from it (texts, BM25, the judge's lookups), so that every worker
+    that loads the same version shares these pages instead of building its own copy.
+
+    Returns the version preloaded; None when there is nothing to preload (the workers then load
+    and report on their own). FAISS is limited to one thread here first: the master must not
+    start OpenMP threads that the fork would not carry over.
+    """
+    set_search_threads(1)
+    roots = list_collections(index_root)
+    name = default or (next(iter(roots)) if len(roots) == 1 else DEFAULT_COLLECTION)
+    if name not in roots:
+        return None
+
+    models = []  # the model of each version tried; the last one is the one preloaded
+
+    def load(folder: Path) -> Searcher:
+        model = _ModelNamed(read_manifest(folder))
+        models.append(model.source)
+        return Searcher(preload_index(folder), model, cascade=False)
+
+    try:
+        version, _ = first_servable(roots[name], load, quiet=True)
+    except IndexLoadError as exc:
+        log.info("nothing preloaded before the workers start: %s", exc)
+        return None
+    preload_shared(models[-1])
+    log.info("preloaded collection %s version %s for the workers to share", name, version)
+    return version
 
 
 class WorkerGroup:

@@ -6,8 +6,10 @@ methods; the OpenAPI response models are checked against them in the tests.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Sequence
 
+from .markup import plain_text
 from .scoring import ANSWER, NO_MATCH
 
 # What a hit is to its query (the ``role`` of its metadata): the answer of an ``answer`` decision, a
@@ -19,6 +21,10 @@ MAX_SUGGESTIONS = 3
 
 def _rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 6)
+
+
+# The same few hundred answers are shown again and again: converted once each.
+answer_text = lru_cache(maxsize=4096)(plain_text)
 
 
 @dataclass(frozen=True)
@@ -46,11 +52,17 @@ class Hit:
         return {"faq_id": self.faq_id, "question": self.question, "category": self.category,
                 "tags": list(self.tags), "matched_field": self.matched_field, "role": role}
 
+    @property
+    def answer_text(self) -> str:
+        """The answer without markup, URLs kept (retriever/markup.py): for channels that cannot show links."""
+        return answer_text(self.answer)
+
     def to_dict(self, role: str = CANDIDATE) -> dict[str, Any]:
         return {
             "faq_id": self.faq_id,
             "question": self.question,
             "answer": self.answer,
+            "answer_text": self.answer_text,
             "score": _rounded(self.score),
             "dense_score": _rounded(self.dense_score),
             "lexical_score": _rounded(self.lexical_score),

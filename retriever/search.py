@@ -7,6 +7,7 @@ goes to the full path, which is the search of an index without a fast model.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -19,11 +20,14 @@ from .encoders import Encoder, EncoderCache
 from .errors import EncoderError, IndexLoadError, QueryError
 from .filters import EntryFilter
 from .store import FaqIndex, check_compatible, check_fast_compatible, load_index
+from .store.ann import apply_search_threads, describe as describe_vector_index, exact_vectors, search_vectors
+from .store.load import shared_part
 from .lexical import LexicalIndex, Tokenizer
 from .normalize import normalize
 from .judge import FEATURES, JUDGED, Candidate, MemoryCosines, JudgeContext, LeftOut, Verdict, candidate_features, closer_to_negatives
 from .results import Hit, SearchResult, suggestions_for
 from .scoring import ANSWER, DEFAULT_MODE, LEXICAL_WEIGHT, MODES, NO_MATCH, best_per_entry, decide, fuse
+from .validity import Clock, ValiditySchedule, zone_clock
 
 # Lexical candidates taken per query in hybrid mode, beside the dense ones.
 LEXICAL_CANDIDATES = 50
@@ -78,10 +82,15 @@ class Searcher:
 
     def __init__(self, index: FaqIndex, encoder: Encoder, mode: str | None = None,
                  lexical_weight: float = LEXICAL_WEIGHT, *, cascade: bool = True,
-                 load_fast: Callable[[str], Encoder] = shared_fast_model, gate: FastGate | None = None) -> None:
+                 load_fast: Callable[[str], Encoder] = shared_fast_model, gate: FastGate | None = None,
+                 clock: Clock | None = None, tokenizer: Tokenizer | None = None) -> None:
         """``cascade`` False: the full path only, even for an index with a fast model. ``load_fast``
-        gives the fast model by its source name; ``gate`` replaces the one calibrated at build time."""
+        gives the fast model by its source name; ``gate`` replaces the one calibrated at build time.
+        ``clock`` gives today's date for the entries' validity dates (default: the system's, Asia/Shanghai).
+        ``tokenizer`` replaces the index's own (the draft's remembers tokens: retriever/editorial/draft.py)."""
         check_compatible(index.manifest, encoder, index.path)
+        self.clock = clock or zone_clock()
+        self.validity = ValiditySchedule.of_entries(index.entries)
         self.index = index
         self.encoder = encoder
         self.mode = mode or index.manifest.get("default_mode", DEFAULT_MODE)
@@ -93,8 +102,9 @@ class Searcher:
         self._texts_per_entry = int(np.bincount(self._text_entry).max()) if len(self._text_entry) else 1
         # Texts are stored entry by entry: entry e owns texts [starts[e], starts[e + 1]).
         self._entry_starts = np.searchsorted(self._text_entry, np.arange(len(index.entries) + 1))
-        tokenizer = Tokenizer.from_config(index.manifest.get("lexical", {}).get("tokenizer", {}))
-        self.lexical = LexicalIndex([t.norm for t in index.texts], tokenizer)
+        self._own_tokenizer = tokenizer is None  # then BM25 and the judge's lookups are the index's own
+        tokenizer = tokenizer or Tokenizer.from_config(index.manifest.get("lexical", {}).get("tokenizer", {}))
+        self.lexical = self._derived("lexical", lambda: LexicalIndex([t.norm for t in index.texts], tokenizer))
         self.judge = index.judge
         self._judge_context: JudgeContext | None = None
         self._memory: faiss.Index | None = None  # the labelled queries, for the judge
@@ -103,8 +113,14 @@ class Searcher:
         self.fast_encoder, self.fast_gate = self._fast_path(cascade, load_fast, gate)
         # The fast path never answers with an entry that has negative examples: only the full path checks them.
         self._guarded_entries = frozenset(entry for entry, _, _ in index.negatives)
-        self.close_similarity = neighbour_similarity(index.vectors, self._text_entry, self._question_rows(),
-                                                     self._texts_per_entry)
+        # Exact vectors: the level needs, per sampled question, a text of another entry among the results.
+        self.close_similarity = self._derived("close_similarity", lambda: neighbour_similarity(
+            exact_vectors(index.vectors), self._text_entry, self._question_rows(), self._texts_per_entry))
+
+    def _derived(self, name: str, make: Callable[[], Any]) -> Any:
+        """``make()``, or for an index the server's master preloaded, the one it made before the fork (shared
+        by every worker, store/load.py ``shared_part``)."""
+        return shared_part(self.index, name, make) if self._own_tokenizer else make()
 
     def _fast_path(self, cascade: bool, load_fast: Callable[[str], Encoder], gate: FastGate | None):
         """The fast model and its gate (None, None: no cascade). The model without a gate only ranks."""
@@ -138,7 +154,8 @@ class Searcher:
     def without_judge(self) -> "Searcher":
         """The same index and model deciding by the score threshold alone (as before the judge)."""
         return Searcher(dataclasses.replace(self.index, judge=None), self.encoder, self.mode, self.lexical_weight,
-                        cascade=self.cascade, load_fast=lambda _: self.fast_encoder, gate=self.fast_gate)
+                        cascade=self.cascade, load_fast=lambda _: self.fast_encoder, gate=self.fast_gate,
+                        clock=self.clock)
 
     @property
     def text_entry(self) -> np.ndarray:
@@ -154,9 +171,9 @@ class Searcher:
     def judge_context(self) -> JudgeContext:
         """The judge's per-index lookups (entry vocabularies, IDF, negative examples)."""
         if self._judge_context is None:
-            self._judge_context = JudgeContext(self.index.texts, len(self.index.entries), self.lexical.tokenizer,
-                                               [(entry, norm) for entry, _, norm in self.index.negatives],
-                                               self.index.labelled)
+            self._judge_context = self._derived("judge_context", lambda: JudgeContext(
+                self.index.texts, len(self.index.entries), self.lexical.tokenizer,
+                [(entry, norm) for entry, _, norm in self.index.negatives], self.index.labelled))
         return self._judge_context
 
     @classmethod
@@ -167,6 +184,16 @@ class Searcher:
     @property
     def version(self) -> str:
         return self.index.manifest.get("version", "")
+
+    @functools.cached_property
+    def entry_ids(self) -> frozenset[str]:
+        """The ids of the entries this index holds."""
+        return frozenset(entry.id for entry in self.index.entries)
+
+    def validity_epoch(self) -> int:
+        """Which stretch between the corpus's date boundaries today is in: answers change only with it
+        (an answer cache keys on it; 0 for a corpus without dates)."""
+        return self.validity.epoch(self.clock()) if self.validity.dated else 0
 
     def calibration(self, mode: str | None = None) -> dict[str, Any]:
         return self.index.manifest.get("calibration", {}).get(mode or self.mode, {})
@@ -189,6 +216,7 @@ class Searcher:
             "judge": self.index.manifest.get("judge") if self.judge is not None else None,
             "fast_model": manifest["fast_model"].get("model") if self.cascade else None,
             "fast_path": self.fast_gate.to_dict() if self.cascade else None,
+            "vector_index": describe_vector_index(manifest),  # flat or HNSW, its recall, FAISS threads
         }
 
     def search(self, query: str, top_k: int = 5, *, mode: str | None = None, threshold: float | None = None,
@@ -207,14 +235,16 @@ class Searcher:
         """
         mode = mode or self.mode
         normalised = self._checked(queries, mode, top_k)
-        fast = self._fast_answers(queries, normalised, mode, top_k) \
+        apply_search_threads()  # FAISS's thread count is per thread: this request thread gets the service's
+        today = self.clock()  # one day for the whole call: a batch straddling midnight is answered alike
+        fast = self._fast_answers(queries, normalised, mode, top_k, today) \
             if self.cascade and mode == JUDGED_MODE and threshold is None and entry_filter is None \
             else [None] * len(queries)
         rest = [i for i, result in enumerate(fast) if result is None]
         if not rest:
             return fast
         full = iter(self._full_search([queries[i] for i in rest], [normalised[i] for i in rest], top_k, mode,
-                                      threshold, entry_filter))
+                                      threshold, entry_filter, today))
         return [result if result is not None else next(full) for result in fast]
 
     @staticmethod
@@ -237,15 +267,18 @@ class Searcher:
         return normalised
 
     def _fast_answers(self, queries: Sequence[str], normalised: list[str], mode: str,
-                      top_k: int) -> list[SearchResult | None]:
-        """The fast path's result for every query its gate lets through; None for the others."""
+                      top_k: int, today) -> list[SearchResult | None]:
+        """The fast path's result for every query its gate lets through; None for the others.
+
+        A ranking that involves an entry outside its dates goes to the full path, which masks it out first."""
         rankings = self.fast_rankings(self.fast_encoder.encode_queries(normalised), max(top_k, 2))
-        gate = self.fast_gate
+        gate, kept = self.fast_gate, self.validity.kept(today)
         return [SearchResult(query=query, mode=mode, decision=ANSWER, threshold=gate.floor, margin=ranking.margin,
                              ambiguity_margin=gate.margin, path=FAST,
-                             hits=[self._hit(entry, score, text_id, score, None)
+                             hits=[self._hit(entry, score, text_id, score, None, today=today)
                                    for entry, score, text_id in ranking.top[:top_k]])
-                if gate.passes(ranking) and ranking.top[0][0] not in self._guarded_entries else None
+                if gate.passes(ranking) and ranking.top[0][0] not in self._guarded_entries
+                and (kept is None or all(kept[entry] for entry, _, _ in ranking.top[:max(top_k, 2)])) else None
                 for query, ranking in zip(queries, rankings)]
 
     def fast_rankings(self, vectors: np.ndarray, depth: int,
@@ -268,7 +301,7 @@ class Searcher:
         return rankings
 
     def _full_search(self, queries: Sequence[str], normalised: list[str], top_k: int, mode: str,
-                     threshold: float | None, entry_filter: EntryFilter | None) -> list[SearchResult]:
+                     threshold: float | None, entry_filter: EntryFilter | None, today) -> list[SearchResult]:
         """The search of an index without a fast model: hybrid (or the mode asked), judge, decision."""
         calibration = self.calibration(mode)
         judging = self.judge is not None and mode == JUDGED_MODE and threshold is None
@@ -279,7 +312,7 @@ class Searcher:
             depth = max(depth, self.judge.judged if self.judge else JUDGED)
         results = []
         for query, text, (text_ids, score, dense, lexical, vector) in zip(
-                queries, normalised, self._score(normalised, mode, depth, self._filtered_out(entry_filter))):
+                queries, normalised, self._score(normalised, mode, depth, self._left_out(entry_filter, today))):
             top = best_per_entry(score, text_ids, self._text_entry, depth)
             position = {int(t): i for i, t in enumerate(text_ids)}
             verdict = self._verdict(text, vector, top, text_ids, dense, lexical) \
@@ -287,7 +320,7 @@ class Searcher:
             hits = [self._hit(entry, value, text_id,
                               None if dense is None else float(dense[position[text_id]]),
                               None if lexical is None else float(lexical[position[text_id]]),
-                              *(verdict.marks(i) if verdict else (None, None)))
+                              *(verdict.marks(i) if verdict else (None, None)), today=today)
                     for i, (entry, value, text_id) in enumerate(top)]
             if verdict is not None:
                 hits = [hits[i] for i in verdict.order]
@@ -369,12 +402,16 @@ class Searcher:
         scores, rows = self._memory.search(np.ascontiguousarray(vector, dtype=np.float32)[None, :], len(vectors))
         return MemoryCosines(scores[0].astype(np.float64), rows[0])
 
-    def _filtered_out(self, entry_filter: EntryFilter | None) -> np.ndarray | None:
-        """Per text, whether ``entry_filter`` excludes its entry (None: no filter)."""
-        if entry_filter is None:
+    def _left_out(self, entry_filter: EntryFilter | None, today) -> np.ndarray | None:
+        """Per text, whether its entry is out: excluded by ``entry_filter`` or outside its dates on ``today``
+        (None: every text is in). The date mask is cached per date interval (retriever/validity.py)."""
+        valid = self.validity.kept(today)
+        if entry_filter is None and valid is None:
             return None
-        kept = np.fromiter((bool(entry_filter(e)) for e in self.index.entries), dtype=bool,
-                           count=len(self.index.entries))
+        kept = np.ones(len(self.index.entries), dtype=bool) if valid is None else valid.copy()
+        if entry_filter is not None:
+            kept &= np.fromiter((bool(entry_filter(e)) for e in self.index.entries), dtype=bool,
+                                count=len(self.index.entries))
         return ~kept[self._text_entry]
 
     def _lexical_scores(self, text: str, left_out: np.ndarray | None) -> np.ndarray:
@@ -384,12 +421,8 @@ class Searcher:
         return scores
 
     def _dense_search(self, query_vectors: np.ndarray, k: int, left_out: np.ndarray | None):
-        """FAISS top ``k`` texts per query, among the kept texts only (a selector, not a filtered top-k)."""
-        if left_out is None:
-            return self.index.vectors.search(query_vectors, k)
-        kept = np.flatnonzero(~left_out).astype(np.int64)
-        params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(kept))
-        return self.index.vectors.search(query_vectors, min(k, len(kept)), params=params)
+        """FAISS top ``k`` texts per query, among the kept texts only (never a filtered top-k; store/ann.py)."""
+        return search_vectors(self.index.vectors, query_vectors, k, left_out)
 
     def _score(self, normalised: list[str], mode: str, depth: int, left_out: np.ndarray | None = None):
         """Per query: candidate text ids, their (ranking, dense, lexical) scores, and the query vector.
@@ -436,8 +469,10 @@ class Searcher:
         return candidates, fuse(dense, lexical, self.lexical_weight), dense, lexical
 
     def _hit(self, entry_number: int, score: float, text_id: int, dense: float | None,
-             lexical: float | None, confidence: float | None = None, negative_example: str | None = None) -> Hit:
+             lexical: float | None, confidence: float | None = None, negative_example: str | None = None, *,
+             today) -> Hit:
         entry = self.index.entries[entry_number]
         text = self.index.texts[text_id]
-        return Hit(entry.id, entry.question, entry.answer, score, text.text, text.field,
+        answer = self.validity.answer(entry_number, entry.answer, today)  # the version in force today
+        return Hit(entry.id, entry.question, answer, score, text.text, text.field,
                    entry.category, entry.tags, dense, lexical, confidence, negative_example)

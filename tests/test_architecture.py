@@ -8,12 +8,13 @@ PACKAGE = Path(__file__).resolve().parent.parent / "retriever"
 # The README's "Where things live", top to bottom: a module may import its own row and the rows above.
 LAYERS = [
     {"errors", "files", "config", "version"},
-    {"normalize", "corpus", "privacy"},
+    {"normalize", "corpus", "privacy", "validity", "markup"},
     {"encoders"},
     {"lexical", "scoring", "results", "filters", "judge"},
     {"store"},
     {"search", "judge_training", "self_calibration", "evaluation", "evaluation_report", "pipeline", "cascade",
-     "gate", "editing", "reload", "registry"},
+     "gate", "reload", "registry"},
+    {"editorial"},
     {"batch"},
     {"integrations"},
     {"http"},

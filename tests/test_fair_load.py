@@ -203,11 +203,13 @@ def _post(url: str, body: dict, timeout: float = 120):
 
 
 def test_a_real_server_answers_a_search_before_a_running_maximal_classify_ends(seed_index):
-    """One worker: a search sent while an 8,000-character classify runs (6 s of one core) is answered first,
-    and a second classify meanwhile is refused (503, a batch slot) rather than holding another thread."""
+    """One worker: a search sent while a 40,000-character classify runs (several seconds of one core with the
+    default model) is answered first, and a second classify meanwhile is refused (503, a batch slot) rather than
+    holding another thread."""
     env = {"RETRIEVER_RATE_LIMIT": "", "RETRIEVER_CACHE_SIZE": "0", "RETRIEVER_BATCH_JOBS": "1",
-           "RETRIEVER_RELOAD_POLL_SECONDS": "0"}
-    inquiries = [{"id": i, "text": f"{i}{LONG}"[:500]} for i in range(16)]
+           "RETRIEVER_RELOAD_POLL_SECONDS": "0", "RETRIEVER_CLASSIFY_MAX_CHARS": "40000",
+           "RETRIEVER_CLASSIFY_BUDGET": ""}
+    inquiries = [{"id": i, "text": f"{i}{LONG}"[:500]} for i in range(80)]
     finished: dict[str, float] = {}
     with running_server(seed_index, env) as (url, _):
         def classify():

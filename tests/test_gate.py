@@ -7,7 +7,7 @@ import pytest
 
 from conftest import SEED_CORPUS
 from retriever.cli import main
-from retriever.editing import add_examples
+from retriever.editorial.editing import add_examples
 from retriever.evaluation import LabelledQuery, Outcome
 from retriever.gate import compare, is_right
 from retriever.store import current_version, list_versions, read_manifest

@@ -56,7 +56,7 @@ def _wait_for(predicate, seconds: float):
 
 
 def _copy_index(seed_index: Path, to: Path) -> Path:
-    shutil.copytree(seed_index, to)
+    shutil.copytree(seed_index, to, dirs_exist_ok=True)  # a worker leaving may have recreated <index>/data
     return to
 
 

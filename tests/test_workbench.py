@@ -10,7 +10,7 @@ from conftest import SEED_CORPUS
 from retriever.batch.report import axis_range, collect, render
 from retriever.config import ServiceConfig
 from retriever.corpus import FaqEntry, load_corpus
-from retriever.editing import (EditError, InboxItem, add_candidates, add_examples, group_items, inbox_items,
+from retriever.editorial.editing import (EditError, InboxItem, add_candidates, add_examples, group_items, inbox_items,
                                pending_changes, read_log)
 from retriever.http import create_app
 from retriever.http.logs import UnmatchedLog

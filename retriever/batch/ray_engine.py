@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import socket
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -37,6 +38,7 @@ from ..errors import RetrieverError, require_extra
 from ..scoring import DEFAULT_MODE
 from ..search import Searcher
 from ..store import read_manifest, resolve_version_dir
+from ..validity import fixed_clock
 from .classify import (OUTPUT_FIELDS, ClassifySummary, count_lines, checkpoint_path_for, classify_texts,
                        rejects_path_for)
 from .readers import INPUT_FORMATS, ClassifyError, Row, check_text, detect_format, read_rows
@@ -78,6 +80,8 @@ class RayJob:
     model: str
     mode: str | None
     threshold: float | None
+    # The day the entries' validity dates are judged on, fixed for the whole job (None: each actor's system date).
+    today: str | None = None
 
 
 def input_format_for(path: Path, explicit: str | None) -> str:
@@ -299,7 +303,8 @@ class Classifier:
         self._failure: RetrieverError | None = None
         try:
             # One model thread: an actor is given one CPU, and Ray scales by adding actors.
-            self._searcher = Searcher.load(job.version_dir, load_encoder(job.model, threads=1), mode=job.mode)
+            self._searcher = Searcher.load(job.version_dir, load_encoder(job.model, threads=1), mode=job.mode,
+                                           clock=fixed_clock(job.today) if job.today else None)
         except RetrieverError as exc:  # an index missing on this node, another model: told with the first batch
             self._failure = exc
 
@@ -406,13 +411,13 @@ def classify_on_ray(index: str | Path, input_path: str | Path, out: str | Path, 
                     text_column: str = "text", rejects: str | Path | None = None, threshold: float | None = None,
                     batch_size: int = 256, max_chars: int = 500, address: str | None = None,
                     actors: int | None = None, progress: bool = True,
-                    masker: Masker = DEFAULT_MASKER) -> tuple[ClassifySummary, dict]:
+                    masker: Masker = DEFAULT_MASKER, today: str | None = None) -> tuple[ClassifySummary, dict]:
     """Classify every row of ``input_path`` into ``out`` on Ray, as ``classify_file`` does locally.
 
     ``address``: a Ray head (``HOST:PORT`` or ``auto``); None starts Ray on this machine (or uses the
     caller's open session). ``actors``: model copies, one CPU each (default: the cluster's CPUs).
     ``masker`` masks personal data in the output's ``text`` column, as the local engine does.
-    Returns the summary and the calibration of the index version used (for the report).
+    ``today`` (YYYY-MM-DD): the day every actor judges validity dates on. Returns the summary and the calibration of the index version used (for the report).
     """
     source, out = str(input_path), Path(out)
     rejects = Path(rejects) if rejects else rejects_path_for(out)
@@ -423,6 +428,7 @@ def classify_on_ray(index: str | Path, input_path: str | Path, out: str | Path, 
     if rejects.resolve() == out.resolve():
         raise ClassifyError(f"{out}: the rejects file must be another file than the output")
     job, calibration = _job_for(index, model, mode, threshold)
+    job = dataclasses.replace(job, today=today)
     # A bad header or missing column is refused before Ray starts.
     next(input_rows(source, input_format, id_column=id_column, text_column=text_column, max_chars=max_chars), None)
     with OutputLock(out), OutputLock(rejects), ray_session(address), _data_options():

@@ -5,7 +5,7 @@ from .exchange import ImportOutcome, export_corpus, import_to_corpus
 from .layout import CORPUS_SUFFIXES, RESERVED_FILES, SHEET_SUFFIXES
 from .reading import corpus_files, load_corpus
 from .schema import (MAX_ANSWER_CHARS, MAX_LABEL_CHARS, MAX_NEGATIVES, MAX_PARAPHRASES, MAX_QUESTION_CHARS, MAX_TAGS,
-                     EntryError, FaqEntry, corpus_checksum, parse_entry)
+                     AnswerVersion, EntryError, FaqEntry, corpus_checksum, parse_entry)
 from .sheets import COLUMNS, export_sheet, generated_id, import_sheet, read_sheet
 from .yaml_text import corpus_yaml
 
@@ -20,7 +20,7 @@ __all__ = [
     "corpus_files", "load_corpus",
     # schema.py
     "MAX_ANSWER_CHARS", "MAX_LABEL_CHARS", "MAX_NEGATIVES", "MAX_PARAPHRASES", "MAX_QUESTION_CHARS", "MAX_TAGS",
-    "EntryError", "FaqEntry", "corpus_checksum", "parse_entry",
+    "AnswerVersion", "EntryError", "FaqEntry", "corpus_checksum", "parse_entry",
     # sheets.py
     "COLUMNS", "export_sheet", "generated_id", "import_sheet", "read_sheet",
     # yaml_text.py

@@ -10,7 +10,9 @@ Two kinds, found before a build publishes and before an import writes:
   overlap. Only a warning: the model can be wrong, the editor decides.
 
 A negative of entry A that is a question of entry B is *not* a conflict: that is what negatives are for
-(a 二级建造师 question is answered by its own entry and must not be by the 一级建造师 one).
+(a 二级建造师 question is answered by its own entry and must not be by the 一级建造师 one). Nor are two
+entries asking the same text whose validity periods do not overlap (the old rule until 31 December, the
+new one from 1 January): on any day only one of them can answer.
 
 Every message exists in Chinese (editors act on it) and English (operators' logs), built here only.
 """
@@ -27,6 +29,7 @@ from tqdm.auto import tqdm
 from ..errors import CorpusError
 from ..files import write_text_atomic
 from ..normalize import normalize
+from ..validity import Period
 from .schema import FaqEntry
 
 CONFLICTS_FILE = "conflicts.json"  # in a version folder: what the build found
@@ -194,19 +197,28 @@ def find_identical(entries: Iterable[FaqEntry]) -> tuple[IdenticalText, ...]:
     """
     asked: dict[str, dict[str, Place]] = {}  # norm -> entry id -> first place asking it
     negated: dict[str, dict[str, Place]] = {}
+    periods: dict[str, Period] = {}
     for entry in entries:
+        periods[entry.id] = Period.of(entry.valid_from, entry.valid_until)
         for field, text in [("question", entry.question)] + [("paraphrase", p) for p in entry.paraphrases]:
             asked.setdefault(normalize(text), {}).setdefault(entry.id, Place(entry.id, field, text))
         for text in entry.negatives:
             negated.setdefault(normalize(text), {}).setdefault(entry.id, Place(entry.id, "negative", text))
     found = []
     for norm, places in asked.items():
-        if len(places) > 1:
-            found.append(IdenticalText(norm, tuple(places.values())))
+        clashing = _at_the_same_time(places, periods)
+        if len(clashing) > 1:
+            found.append(IdenticalText(norm, clashing))
         for entry_id, negative in negated.get(norm, {}).items():
             if entry_id in places:
                 found.append(IdenticalText(norm, (places[entry_id], negative)))
     return tuple(found)
+
+
+def _at_the_same_time(places: dict[str, Place], periods: dict[str, Period]) -> tuple[Place, ...]:
+    """The places whose entry may answer on a day when another of them may too."""
+    ids = list(places)
+    return tuple(places[a] for a in ids if any(b != a and periods[a].overlaps(periods[b]) for b in ids))
 
 
 def check_identical(entries: Sequence[FaqEntry], allow: bool = False, fix: str = "") -> tuple[IdenticalText, ...]:

@@ -124,7 +124,7 @@ def _refuse_id_clashes(target: Path, source: Path, entries: Iterable[FaqEntry]) 
         if file.resolve() == target.resolve():
             continue
         try:
-            clash = sorted(ids & {entry.id for entry in load_corpus(file)})
+            clash = sorted(ids & {entry.id for entry in load_corpus(file, include_disabled=True)})
         except CorpusError:
             continue  # that file's own problems are the build's to report
         if not clash:

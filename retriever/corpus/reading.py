@@ -124,19 +124,34 @@ def _raw_entries(path: Path) -> Iterator[tuple[str, Any]]:
         yield f"{path}: entry #{position}", raw
 
 
-def load_corpus(path: str | Path) -> list[FaqEntry]:
-    """Load and validate every entry at ``path``; raise :class:`CorpusError` on the first problem."""
-    entries: list[FaqEntry] = []
+def load_corpus(path: str | Path, *, include_disabled: bool = False) -> list[FaqEntry]:
+    """Load and validate every entry at ``path``; raise :class:`CorpusError` on the first problem.
+
+    Entries with ``enabled: false`` are left out (they are never built, so never answered) unless
+    ``include_disabled``; their ids still count as taken.
+    """
+    entries = [entry for found in entries_by_file(path).values() for entry in found
+               if include_disabled or entry.enabled]
+    if not entries:
+        raise CorpusError(f"{path}: the corpus has no entries" + ("" if include_disabled else " that are enabled"))
+    return entries
+
+
+def entries_by_file(path: str | Path) -> dict[Path, list[FaqEntry]]:
+    """Every entry at ``path`` (disabled ones too), by the file that defines it; a file may have none.
+
+    Ids are checked unique across the files; raises :class:`CorpusError` on the first problem.
+    """
+    found: dict[Path, list[FaqEntry]] = {}
     seen: dict[str, str] = {}
     for file in corpus_files(path):
+        found[file] = []
         for entry in _file_entries(file):
             if entry.id in seen:
                 raise CorpusError(f"{entry.source}: duplicate id '{entry.id}' (first defined at {seen[entry.id]})")
             seen[entry.id] = entry.source
-            entries.append(entry)
-    if not entries:
-        raise CorpusError(f"{path}: the corpus has no entries")
-    return entries
+            found[file].append(entry)
+    return found
 
 
 def _file_entries(file: Path) -> Iterator[FaqEntry]:

@@ -1,8 +1,10 @@
 """The FAQ entry: its fields, their limits, validation of a raw entry, and the corpus checksum.
 
-An entry is ``id``, ``question``, ``paraphrases``, ``answer`` and optional ``category``, ``tags``
-and ``negatives`` (look-alike questions it must not answer). Text is bounded
-(:data:`MAX_QUESTION_CHARS`, :data:`MAX_ANSWER_CHARS`, ...): one 5 MB answer used to keep a build
+An entry is ``id``, ``question``, ``paraphrases``, ``answer`` and optional ``category``, ``tags``,
+``negatives`` (look-alike questions it must not answer), ``valid_from`` / ``valid_until`` (the days it
+may answer, inclusive), ``answer_versions`` (answers that take over on a date; retriever/validity.py) and
+``enabled`` (``false``: kept in its file, left out of every build, so never answered).
+Text is bounded (:data:`MAX_QUESTION_CHARS`, :data:`MAX_ANSWER_CHARS`, ...): one 5 MB answer used to keep a build
 busy for minutes without a word.
 """
 from __future__ import annotations
@@ -14,9 +16,12 @@ from typing import Any
 
 from ..errors import CorpusError
 from ..normalize import normalize, remove_invisible
+from ..validity import MAX_ANSWER_VERSIONS, parse_day
 
 _REQUIRED = ("id", "question", "answer")
-_KNOWN = {"id", "question", "paraphrases", "answer", "category", "tags", "negatives"}
+_KNOWN = {"id", "question", "paraphrases", "answer", "category", "tags", "negatives", "enabled", "valid_from",
+          "valid_until", "answer_versions"}
+DATED_FIELDS = ("valid_from", "valid_until", "answer_versions")  # left out of a record when unset: same checksum
 
 # A question, paraphrase or negative is matched like a query: same bound as RETRIEVER_MAX_QUERY_CHARS' default.
 MAX_QUESTION_CHARS = 500
@@ -41,6 +46,17 @@ class EntryError(CorpusError):
 
 
 @dataclass(frozen=True)
+class AnswerVersion:
+    """An answer that replaces the entry's answer from ``valid_from`` (an ISO date) on."""
+
+    valid_from: str
+    answer: str
+
+    def to_record(self) -> dict[str, str]:
+        return {"from": self.valid_from, "answer": self.answer}
+
+
+@dataclass(frozen=True)
 class FaqEntry:
     id: str
     question: str
@@ -50,6 +66,12 @@ class FaqEntry:
     tags: tuple[str, ...] = ()
     # Questions that look like this entry but must not be answered by it (二级建造师 for a 一级建造师 entry).
     negatives: tuple[str, ...] = ()
+    # False: kept in its file, never built into an index, so never answered (the workbench's 停用).
+    enabled: bool = True
+    # The days the entry may answer, ISO dates, both inclusive (None: open); outside them it is never answered.
+    valid_from: str | None = None
+    valid_until: str | None = None
+    answer_versions: tuple[AnswerVersion, ...] = ()  # earliest first
     source: str = field(default="", compare=False)
 
     def to_record(self) -> dict[str, Any]:
@@ -61,6 +83,12 @@ class FaqEntry:
         record["negatives"] = list(self.negatives)
         if not self.negatives:
             record.pop("negatives")  # corpora without negatives keep the checksum they had
+        if self.enabled:
+            record.pop("enabled")  # likewise corpora that disable nothing
+        record["answer_versions"] = [version.to_record() for version in self.answer_versions]
+        for key in DATED_FIELDS:
+            if not record[key]:
+                record.pop(key)  # and corpora without dates
         return record
 
     @classmethod
@@ -73,6 +101,10 @@ class FaqEntry:
             category=record.get("category"),
             tags=tuple(record.get("tags") or ()),
             negatives=tuple(record.get("negatives") or ()),
+            enabled=record.get("enabled", True),
+            valid_from=record.get("valid_from"),
+            valid_until=record.get("valid_until"),
+            answer_versions=tuple(AnswerVersion(v["from"], v["answer"]) for v in record.get("answer_versions") or ()),
         )
 
 
@@ -133,6 +165,13 @@ def _category(raw: dict, where: str) -> str | None:
     return category.strip() or None  # a blank category is no category (a spreadsheet cannot tell them apart)
 
 
+def _flag(raw: dict, key: str, where: str) -> bool:
+    value = raw.get(key, True)
+    if not isinstance(value, bool):
+        raise EntryError(where, f"'{key}' must be true or false", key)
+    return value
+
+
 def parse_entry(raw: Any, where: str) -> FaqEntry:
     """Validate one raw entry; ``where`` names it in error messages."""
     if not isinstance(raw, dict):
@@ -158,8 +197,61 @@ def parse_entry(raw: Any, where: str) -> FaqEntry:
         category=_category(raw, where),
         tags=_text_list(raw, "tags", where),
         negatives=_text_list(raw, "negatives", where),
+        enabled=_flag(raw, "enabled", where),
+        **_dates(raw, where),
         source=where,
     )
+
+
+def _day(raw: dict, key: str, where: str) -> str | None:
+    value = raw.get(key)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        return parse_day(value).isoformat()
+    except ValueError as exc:
+        raise EntryError(where, f"'{key}': {exc}", key) from None
+
+
+def _dates(raw: dict, where: str) -> dict[str, Any]:
+    """``valid_from``, ``valid_until`` and ``answer_versions``, checked: an empty period or unordered versions
+    would silently never answer."""
+    valid_from, valid_until = _day(raw, "valid_from", where), _day(raw, "valid_until", where)
+    if valid_from and valid_until and valid_until < valid_from:
+        raise EntryError(where, f"'valid_until' {valid_until} is before 'valid_from' {valid_from}: the entry "
+                                f"would never answer", "valid_until")
+    return {"valid_from": valid_from, "valid_until": valid_until, "answer_versions": _answer_versions(raw, where)}
+
+
+def _answer_versions(raw: dict, where: str) -> tuple[AnswerVersion, ...]:
+    values = raw.get("answer_versions")
+    if values is None:
+        return ()
+    if not isinstance(values, list):
+        raise EntryError(where, "'answer_versions' must be a list of {from: YYYY-MM-DD, answer: ...}",
+                         "answer_versions")
+    if len(values) > MAX_ANSWER_VERSIONS:
+        raise EntryError(where, f"'answer_versions' has {len(values)} items; at most {MAX_ANSWER_VERSIONS} are "
+                                f"allowed", "answer_versions")
+    versions: list[AnswerVersion] = []
+    for i, value in enumerate(values, start=1):
+        what = f"'answer_versions' item {i}"
+        if not isinstance(value, dict) or set(value) != {"from", "answer"}:
+            raise EntryError(where, f"{what} must be a mapping with exactly 'from' and 'answer'", "answer_versions")
+        try:
+            start = parse_day(value["from"]).isoformat()
+        except ValueError as exc:
+            raise EntryError(where, f"{what} 'from': {exc}", "answer_versions") from None
+        answer = value["answer"]
+        if not isinstance(answer, str) or not _check_text(answer, f"{what} 'answer'", MAX_ANSWER_CHARS, where,
+                                                          "answer_versions"):
+            raise EntryError(where, f"{what} 'answer' is empty or not a string", "answer_versions")
+        if versions and start <= versions[-1].valid_from:
+            raise EntryError(where, f"{what} starts {start}, not after the item before it "
+                                    f"({versions[-1].valid_from}); list the versions earliest first, one per date",
+                             "answer_versions")
+        versions.append(AnswerVersion(start, answer.strip()))
+    return tuple(versions)
 
 
 def corpus_checksum(entries: list[FaqEntry]) -> str:

@@ -4,6 +4,10 @@ One row per entry below a header row. Columns, in any order, headed in English o
 
     id 编号 | question 标准问题 | paraphrases 相似问题 | answer 答案 | category 分类 | tags 标签 | negatives 负例
 
+and optionally ``valid_from 生效日期 | valid_until 有效期至`` (the first and the last day the entry answers,
+YYYY-MM-DD or a date cell; docs/validity.md). Export writes them only when an entry has dates; answer
+versions (``answer_versions``) have no column: a corpus with them is exported as YAML, not as a sheet.
+
 (a few other names editors use are read too: :data:`HEADER_ALIASES`). ``question`` and ``answer`` are
 required. A missing id is derived from the question text (:func:`generated_id`), so importing the same
 sheet again gives the same ids. List cells (paraphrases, tags, negatives): :mod:`.cells`.
@@ -60,17 +64,24 @@ COLUMNS = (SheetColumn("id", "id", "编号"), SheetColumn("question", "question"
            SheetColumn("paraphrases", "paraphrases", "相似问题"), SheetColumn("answer", "answer", "答案"),
            SheetColumn("category", "category", "分类"), SheetColumn("tags", "tags", "标签"),
            SheetColumn("negatives", "negatives", "负例"))
+# Validity dates: both ends inclusive. 有效期至 (valid until), not 失效日期, which may mean the first day it is not.
+DATE_COLUMNS = (SheetColumn("valid_from", "valid_from", "生效日期"), SheetColumn("valid_until", "valid_until", "有效期至"))
+DATE_FIELDS = frozenset(column.field for column in DATE_COLUMNS)
+_DATE_CELL = "是日期或时间，不是文字；请把该列设为“文本”格式后重新输入"
 # Other headers editors give these columns: read, never written (export writes the names of COLUMNS).
 HEADER_ALIASES = {"问题": "question", "标准问": "question", "相似问": "paraphrases", "相似问法": "paraphrases",
                   "扩展问": "paraphrases", "扩展问题": "paraphrases", "其他问法": "paraphrases", "回答": "answer",
-                  "答复": "answer", "类别": "category", "关键词": "tags"}
+                  "答复": "answer", "类别": "category", "关键词": "tags", "生效时间": "valid_from",
+                  "开始日期": "valid_from", "有效期截止": "valid_until", "截止日期": "valid_until"}
 REQUIRED_FIELDS = ("question", "answer")
 LIST_FIELDS = frozenset({"paraphrases", "tags", "negatives"})
 HEADER_LANGUAGES = ("en", "zh")
 HEADER_SEARCH_ROWS = 10  # rows looked at for the header: a title and a note or two may stand above it
-_FIELD_BY_HEADER = {**HEADER_ALIASES, **{name: c.field for c in COLUMNS for name in (c.english, c.chinese)}}
+_FIELD_BY_HEADER = {**HEADER_ALIASES, **{name: c.field for c in COLUMNS + DATE_COLUMNS
+                                         for name in (c.english, c.chinese)}}
 # An unknown header with one of these may be a misspelt content column: refused, not skipped.
-_CONTENT_LIKE = re.compile(r"问|答|question|answer|paraphrase|negative|categor|tag", re.IGNORECASE)
+# 失效/有效/生效/valid: a date column skipped would let an entry answer past its date.
+_CONTENT_LIKE = re.compile(r"问|答|question|answer|paraphrase|negative|categor|tag|失效|有效|生效|valid", re.IGNORECASE)
 _XLSX_ERROR = "不是可以读取的 Excel 工作簿（.xlsx）"
 
 
@@ -291,7 +302,7 @@ def _fields_of(headers: tuple[str, ...], where: str) -> tuple[tuple[str | None, 
 
 
 def _header_help() -> str:
-    return "、".join(f"{c.chinese}/{c.english}" for c in COLUMNS) + "（标准问题和答案必填）"
+    return "、".join(f"{c.chinese}/{c.english}" for c in COLUMNS + DATE_COLUMNS) + "（标准问题和答案必填）"
 
 
 def _names(names: Iterable[str]) -> str:
@@ -363,7 +374,7 @@ def _xlsx_cell(cell: Any) -> tuple[str | None, str | None]:
     if isinstance(value, bool):
         return str(value).upper(), "是 TRUE/FALSE，不是文字"
     if isinstance(value, (datetime.date, datetime.time, datetime.timedelta)):
-        return str(value), "是日期或时间，不是文字；请把该列设为“文本”格式后重新输入"
+        return _date_text(value), _DATE_CELL  # taken as it is in a date column (_row_entry)
     if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
         text = str(int(value))
     elif isinstance(value, (float, str)):
@@ -372,6 +383,13 @@ def _xlsx_cell(cell: Any) -> tuple[str | None, str | None]:
         return str(value), f"是 {type(value).__name__}，不是文字"
     target = getattr(cell.hyperlink, "target", None) if cell.hyperlink is not None else None
     return (markdown_link(text, target) if target else text), None
+
+
+def _date_text(value: Any) -> str:
+    """A date cell's day (YYYY-MM-DD); a date with a time of day keeps it (and is refused as a date)."""
+    if isinstance(value, datetime.datetime) and value.time() == datetime.time():
+        return value.date().isoformat()
+    return value.isoformat() if isinstance(value, datetime.date) else str(value)
 
 
 def _csv_table(path: Path) -> _Table:
@@ -459,7 +477,8 @@ def entries_from_sheets(sheets: list[Sheet], warnings: Iterable[str] = (), progr
 
 def _row_entry(sheet: Sheet, row: SheetRow) -> tuple[FaqEntry | None, list[Problem], list[tuple[str, str]]]:
     """(the entry or None, its problems, the list cells kept whole at a 、 as (column, text))."""
-    problems = list(row.problems)
+    dated = {sheet.column_label(i) for i, field in enumerate(sheet.fields) if field in DATE_FIELDS}
+    problems = [p for p in row.problems if not (p.message == _DATE_CELL and p.column in dated)]
     faulty = {problem.column for problem in problems}
     raw: dict[str, Any] = {}
     kept: list[tuple[str, str]] = []
@@ -557,8 +576,9 @@ def export_sheet(entries: list[FaqEntry], path: str | Path, headers: str = "en")
         raise CorpusError(f"{path}：导出只能写 Excel 工作簿（.xlsx）或 CSV（.csv）；请用这两种扩展名")
     if headers not in HEADER_LANGUAGES:
         raise CorpusError(f"不认识的表头语言「{headers}」；可选：{'、'.join(HEADER_LANGUAGES)}")
-    header = [column.english if headers == "en" else column.chinese for column in COLUMNS]
-    rows = [_entry_cells(entry) for entry in entries]
+    columns = _export_columns(entries)
+    header = [column.english if headers == "en" else column.chinese for column in columns]
+    rows = [_entry_cells(entry, columns) for entry in entries]
     if suffix == ".csv":
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\r\n")
@@ -566,7 +586,18 @@ def export_sheet(entries: list[FaqEntry], path: str | Path, headers: str = "en")
         writer.writerows(rows)
         write_output(path, ("\ufeff" + buffer.getvalue()).encode("utf-8"))  # the BOM makes Excel read UTF-8
     else:
-        write_output(path, _xlsx_bytes(header, rows, entries))
+        write_output(path, _xlsx_bytes(header, rows, entries, columns))
+
+
+def _export_columns(entries: list[FaqEntry]) -> tuple[SheetColumn, ...]:
+    """The corpus columns, and the date columns when an entry has dates; answer versions cannot be a cell."""
+    versioned = [entry for entry in entries if entry.answer_versions]
+    if versioned:
+        first = versioned[0]
+        raise CorpusError(f"{first.source or first.id}：条目有按日期切换的答案（answer_versions），表格没有对应的列；"
+                          f"请保留 YAML 语料文件，或改为两个条目（旧答案填「有效期至」，新答案填「生效日期」）")
+    dated = any(entry.valid_from or entry.valid_until for entry in entries)
+    return COLUMNS + DATE_COLUMNS if dated else COLUMNS
 
 
 def write_output(path: Path, data: bytes) -> None:
@@ -578,8 +609,9 @@ def write_output(path: Path, data: bytes) -> None:
         raise CorpusError(f"{path}：无法写入（{exc.strerror or exc}）") from None
 
 
-def _entry_cells(entry: FaqEntry) -> list[str]:
-    values = {"id": entry.id, "question": entry.question, "answer": entry.answer, "category": entry.category or ""}
+def _entry_cells(entry: FaqEntry, columns: tuple[SheetColumn, ...] = COLUMNS) -> list[str]:
+    values = {"id": entry.id, "question": entry.question, "answer": entry.answer, "category": entry.category or "",
+              "valid_from": entry.valid_from or "", "valid_until": entry.valid_until or ""}
     for field in LIST_FIELDS:
         items = getattr(entry, field)
         for number, item in enumerate(items, start=1):
@@ -589,12 +621,13 @@ def _entry_cells(entry: FaqEntry) -> list[str]:
         values[field] = "\n".join(items)
         if len(items) == 1 and has_list_separator(items[0]):
             values[field] += "\n"  # a one-line cell may be split at its separators: the line break keeps it whole
-    return [values[column.field] for column in COLUMNS]
+    return [values[column.field] for column in columns]
 
 
 _COLUMN_WIDTHS = {"id": 14, "question": 40, "paraphrases": 40, "answer": 60, "category": 12, "tags": 16,
-                  "negatives": 30}
-def _xlsx_bytes(header: list[str], rows: list[list[str]], entries: list[FaqEntry]) -> bytes:
+                  "negatives": 30, "valid_from": 12, "valid_until": 12}
+def _xlsx_bytes(header: list[str], rows: list[list[str]], entries: list[FaqEntry],
+                columns: tuple[SheetColumn, ...] = COLUMNS) -> bytes:
     import openpyxl
     from openpyxl.cell import WriteOnlyCell
     from openpyxl.styles import Alignment, Font
@@ -602,7 +635,7 @@ def _xlsx_bytes(header: list[str], rows: list[list[str]], entries: list[FaqEntry
 
     workbook = openpyxl.Workbook(write_only=True)
     sheet = workbook.create_sheet("FAQ")
-    for index, column in enumerate(COLUMNS):
+    for index, column in enumerate(columns):
         sheet.column_dimensions[_column_letter(index)].width = _COLUMN_WIDTHS[column.field]
     bold, wrapped = Font(bold=True), Alignment(wrap_text=True, vertical="top")
     sheet.freeze_panes = "A2"  # the header stays in view while scrolling
@@ -613,7 +646,7 @@ def _xlsx_bytes(header: list[str], rows: list[list[str]], entries: list[FaqEntry
     sheet.append(heading)
     for entry, row in zip(entries, rows):
         cells = []
-        for column, value in zip(COLUMNS, row):
+        for column, value in zip(columns, row):
             try:
                 cell = WriteOnlyCell(sheet, value=value or None)
             except IllegalCharacterError:

@@ -55,4 +55,17 @@ def corpus_yaml(entries: list[FaqEntry], comment: str = "") -> str:
                 lines.append(f"  {key}:")
                 lines += [f"  - {_yaml_scalar(text)}" for text in getattr(entry, key)]
         lines.append(f"  answer: {_yaml_scalar(entry.answer)}")
+        lines += _dated_lines(entry)
     return "\n".join(lines) + "\n"
+
+
+def _dated_lines(entry: FaqEntry) -> list[str]:
+    """``valid_from`` / ``valid_until`` and ``answer_versions``, when the entry has them (quoted dates read back as text)."""
+    lines = [f"  {key}: {_yaml_scalar(getattr(entry, key))}" for key in ("valid_from", "valid_until")
+             if getattr(entry, key)]
+    if entry.answer_versions:
+        lines.append("  answer_versions:")
+        for version in entry.answer_versions:
+            lines.append(f"  - from: {_yaml_scalar(version.valid_from)}")
+            lines.append(f"    answer: {_yaml_scalar(version.answer).replace(chr(10) + _BLOCK_INDENT, chr(10) + _BLOCK_INDENT + '  ')}")
+    return lines

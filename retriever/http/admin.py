@@ -148,12 +148,20 @@ def reload():
     One collection: its outcome. Several: ``{"collections": {name: outcome or {"error", "message"}}}``.
     """
     _require_token()
+    from .access import LEGACY_ADMIN, audit_as  # access builds on this module: imported when used
+
     registry = state().collections
     names = registry.names()
     if len(names) == 1:
         try:
-            return jsonify(registry.holder(names[0]).reload_everywhere())
+            outcome = registry.holder(names[0]).reload_everywhere()
         except ReloadRefused as exc:
+            audit_as(LEGACY_ADMIN, "reload.refused", collection=names[0], message=exc.public)
             raise ApiError(409, "reload_refused", exc.public) from None  # counted by the holder, logged with paths
+        audit_as(LEGACY_ADMIN, "reload", collection=names[0], version=outcome.get("version"))
+        return jsonify(outcome)
     # Only the collections whose version changed are reloaded; those not loaded load CURRENT on first use.
-    return jsonify({"collections": registry.reload_changed()})
+    outcome = {"collections": registry.reload_changed()}
+    audit_as(LEGACY_ADMIN, "reload", collections={name: result.get("version") for name, result in
+                                                  outcome["collections"].items() if isinstance(result, dict)})
+    return jsonify(outcome)

@@ -20,6 +20,7 @@ from ..filters import metadata_filter
 from ..normalize import normalize
 from ..results import SearchResult
 from ..scoring import DECISIONS, NO_MATCH
+from .content import count_answer
 from .cache import EXTENSION as CACHE_EXTENSION, AnswerCache, answer_key, cache_control, etag, etag_matches
 from .errors import ApiError
 from .parsing import json_body
@@ -48,6 +49,7 @@ def note_decision(query: str, decision: str, top_faq_id: str | None, score: floa
     Every route that decides calls this (search, classify, Dify's /retrieval), so all count alike."""
     shared = state()
     shared.metrics.count_decision(route, decision, path)
+    count_answer(decision, top_faq_id)
     if shared.unmatched is not None and decision == NO_MATCH:
         shared.unmatched.record(query, top_faq_id, score, threshold, serving().version, route)
 
@@ -56,6 +58,7 @@ def note_result(query: str, result: SearchResult, route: str) -> None:
     """:func:`note_decision` for one search result (its first hit is what the unmatched log names)."""
     shared = state()
     shared.metrics.count_decision(route, result.decision, result.path)
+    count_answer(result.decision, result.hits[0].faq_id if result.hits else None)
     if shared.unmatched is not None:
         shared.unmatched.record_result(query, result, serving().version, route)
 
@@ -109,7 +112,9 @@ def search(name: str | None = None):
 def _answer_key(name: str | None, searcher, parsed: Any, top_k: int) -> tuple | None:
     """The answer cache's key for this search; None for a query the searcher will refuse anyway."""
     try:
-        return answer_key(name or state().collections.default_name(), searcher.version, parsed.query, top_k,
+        # The validity epoch too: on the day an entry expires or a new answer takes over, the key changes.
+        version = f"{searcher.version}@{searcher.validity_epoch()}"
+        return answer_key(name or state().collections.default_name(), version, parsed.query, top_k,
                           parsed.mode, parsed.threshold, parsed.category, parsed.tags)
     except UnicodeError:
         return None

@@ -9,6 +9,10 @@ from ..config import ServiceConfig
 from ..registry import CollectionRegistry
 from ..search import Searcher
 from . import admin, api, dify, feedback, ops, pages, workbench
+from . import review
+from . import entries
+from . import users
+from . import content
 from .cache import EXTENSION as CACHE_EXTENSION, AnswerCache
 from .errors import register_error_handlers
 from ..privacy import masker_for
@@ -45,7 +49,7 @@ def create_app(source: Searcher | SearcherHolder | CollectionRegistry, config: S
     register_error_handlers(app)
     app.before_request(_start_timer)
     app.after_request(_observe)
-    for blueprint in (api.bp, dify.bp, feedback.bp, ops.bp, admin.bp, pages.bp, workbench.bp):
+    for blueprint in (api.bp, dify.bp, feedback.bp, ops.bp, admin.bp, pages.bp, workbench.bp, review.bp, users.bp, entries.bp, content.bp):
         if limiter is not None and blueprint not in (api.bp, dify.bp, feedback.bp):
             limiter.exempt(blueprint)  # only the /v1 API is open to every client
         app.register_blueprint(blueprint)

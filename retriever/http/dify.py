@@ -59,6 +59,7 @@ def retrieval():
         if searcher is None:
             raise DifyError(503, 2002, f"The knowledge '{wanted.knowledge_id}' is not ready yet")
         g.searcher = searcher  # the version in the access log and the unmatched log
+        g.collection = wanted.knowledge_id  # what hit counts are kept under
         try:
             result = searcher.search(wanted.query, wanted.top_k, entry_filter=entry_filter(wanted))
         except QueryError as exc:

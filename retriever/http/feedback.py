@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ..config import ServiceConfig
 from ..corpus import MAX_LABEL_CHARS
 from ..normalize import INVISIBLE_CHARACTERS
+from .content import count_unhelpful
 from .errors import ApiError
 from ..privacy import masker_for
 from .logs import MaskedJsonLog
@@ -125,4 +126,6 @@ def feedback():
         current_app.logger.warning("feedback not recorded: %s", exc.strerror or exc)
         raise ApiError(503, "not_recorded", "the feedback could not be saved (the server's disk may be full); "
                        "it was not recorded, try again later") from None
+    if not parsed.helpful:
+        count_unhelpful(parsed.faq_id)  # the entry's 没帮助 count (retriever/editorial/hits.py)
     return jsonify({"status": "recorded"}), 201

@@ -17,7 +17,7 @@ from typing import Any
 
 from flask import g, has_request_context
 
-from ..editing import LOG_BACKUPS
+from ..editorial.editing import LOG_BACKUPS
 from ..files import append_line, remove_old_records
 from ..privacy import DEFAULT_MASKER, Masker
 from ..results import SearchResult

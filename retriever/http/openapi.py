@@ -12,7 +12,12 @@ from typing import Any
 from pydantic import BaseModel
 
 from ..config import ServiceConfig
+from .content import openapi_paths as content_paths
+from .entries import openapi_paths as entries_paths
 from .feedback import FeedbackResponse, feedback_schema
+from .review import openapi_paths as review_paths
+from .users import openapi_paths as users_paths
+from .workbench import openapi_paths as workbench_paths
 from .schemas import (ClassifyResponse, CollectionsResponse, DifyError, DifyRecords, Error, Health, Ready,
                       ReloadResponse, RequestSchemas, SearchResponse)
 
@@ -31,6 +36,7 @@ TAGS = [
     {"name": "dify", "description": "Dify's External Knowledge API"},
     {"name": "operations", "description": "Liveness, readiness, metrics, this document"},
     {"name": "admin", "description": "Administration, behind the admin token"},
+    {"name": "entries", "description": "The FAQ entries of the draft corpus, and what the draft would answer"},
 ]
 # What each error status means here; the body is the route's error form (Error, or DifyError on /retrieval).
 ERROR_STATUSES = {
@@ -244,6 +250,11 @@ def openapi_document(schemas: RequestSchemas, config: ServiceConfig, version: st
         "tags": TAGS,
         "paths": {**_collection_paths(components, _api_paths(components, schemas, config, error), error),
                   **_dify_paths(components), **_feedback_paths(components, config, error),
-                  **_operations_paths(components, error)},
+                  **_operations_paths(components, error),
+                  **content_paths(components, error),
+                  **users_paths(components, error),
+                  **entries_paths(components, error),
+                  **review_paths(components, error),
+                  **workbench_paths(components, error)},
         "components": {"schemas": components.schemas, "securitySchemes": SECURITY_SCHEMES},
     }

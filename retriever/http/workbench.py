@@ -1,10 +1,9 @@
 """The FAQ editors' workbench: ``/admin`` (a page in Chinese) and its JSON endpoints under ``/admin/api``.
 
-Editors log in with the admin token (``POST /admin/login``): the token becomes a signed session
-cookie (HttpOnly, SameSite=Strict, path /admin), never part of a URL. The JSON endpoints take that
-session, or the bearer token itself. A POST with the session must carry ``X-Requested-With:
-workbench``: a page on another site cannot send that header without a CORS preflight this
-service never allows, so the cookie alone cannot be used against it.
+Editors log in with a user name and password, or the admin token (``POST /admin/login``): a
+signed session cookie (HttpOnly, SameSite=Strict, path /admin), never part of a URL. Who may do
+what, sessions and the audit trail live in ``access.py``; every JSON endpoint asks
+:func:`~.access.require_role` first.
 
 What editors do here: see unmatched queries and 没帮助 feedback grouped with their
 near-duplicates; add a group as paraphrases or negatives of an entry, or note it as a candidate
@@ -16,7 +15,6 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import hmac
 import json
 import logging
 import os
@@ -27,11 +25,11 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 import numpy as np
-from flask import Blueprint, current_app, jsonify, request, session
+from flask import Blueprint, current_app, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..corpus import MAX_LABEL_CHARS, ConflictError, find_identical, load_corpus, read_conflicts
-from ..editing import (MAX_DISTINCT_QUERIES, EditOutcome, add_candidates, add_examples, group_items, inbox_items,
+from ..editorial.editing import (MAX_DISTINCT_QUERIES, EditOutcome, add_candidates, add_examples, group_items, inbox_items,
                        known_texts, pending_changes, read_candidates, read_log, workbench_dir)
 from ..errors import CorpusError, RetrieverError
 from ..files import write_text_atomic
@@ -39,18 +37,18 @@ from ..gate import GateRefused, publish_gate
 from ..pipeline import build_from_corpus, default_labelled_path
 from ..search import Searcher
 from ..store import MANIFEST, current_version, rollback
-from .admin import SessionStore, TokenMessages, check_admin_token
+from .access import (CSRF_HEADER, CSRF_VALUE, WORKBENCH, audit, audit_as, audit_recorder, end_session, log_in,
+                     require_any, require_role, session_actor, workbench_enabled)
+from .admin import SessionStore
 from .errors import ApiError
 from .grouping import GroupingVectors, reusing_vectors
 from .parsing import json_body
+from .review import approved_change_set, publish_guard, publish_recorder
 from ..reload import ReloadRefused
-from .state import EXTENSION, serving, state
+from .state import EXTENSION, corpus_folder, serving, state
 
 log = logging.getLogger(__name__)
 bp = Blueprint("workbench", __name__)
-WORKBENCH = "retriever_workbench"  # app.extensions key: the vector cache (grouping.py) and the sessions
-SESSION_KEY, SESSION_ID = "editor", "sid"
-CSRF_HEADER, CSRF_VALUE = "X-Requested-With", "workbench"
 MAX_GROUPS = 50
 MAX_TEXTS = 50  # texts one assignment may add
 CLOSEST = 3
@@ -71,57 +69,6 @@ def _configure(setup) -> None:
                                  "sessions": SessionStore.for_config(config, app.secret_key)}
 
 
-# --- who may: the token, once at login or as a bearer --------------------------------------------
-
-
-def _token_mark(token: str) -> str:
-    """What the session holds: a keyed digest of the token (a new token ends every session)."""
-    return hmac.new(current_app.secret_key.encode(), token.encode(), hashlib.sha256).hexdigest()
-
-
-WORKBENCH_TOKEN_MESSAGES = TokenMessages(disabled="工作台未开启：请设置 RETRIEVER_ADMIN_TOKEN",
-                                         too_many="令牌错误次数过多，请 {wait} 秒后再试",
-                                         wrong_code="wrong_token", wrong="管理令牌不正确")
-
-
-def _check_token(supplied: str) -> None:
-    check_admin_token(supplied, WORKBENCH_TOKEN_MESSAGES)
-
-
-def _require_editor() -> None:
-    if not state().config.admin_token:
-        raise ApiError(403, "admin_disabled", "工作台未开启：请设置 RETRIEVER_ADMIN_TOKEN")
-    authorization = request.headers.get("Authorization", "")
-    if authorization:
-        scheme, _, supplied = authorization.partition(" ")
-        if scheme != "Bearer":
-            raise ApiError(401, "unauthorized", "请使用 'Authorization: Bearer <令牌>' 或先登录")
-        _check_token(supplied)
-        return
-    if not _logged_in():
-        raise ApiError(401, "login_required", "请先登录工作台（登录已过期或已退出）")
-    if request.method == "POST" and request.headers.get(CSRF_HEADER) != CSRF_VALUE:
-        raise ApiError(403, "missing_csrf_header", f"工作台的请求需要请求头 {CSRF_HEADER}: {CSRF_VALUE}")
-
-
-def _sessions() -> SessionStore:
-    return current_app.extensions[WORKBENCH]["sessions"]
-
-
-def _logged_in() -> bool:
-    """The cookie names a live session (not logged out, not expired) made with the current token."""
-    token, mark = state().config.admin_token, session.get(SESSION_KEY)
-    return bool(token and isinstance(mark, str) and hmac.compare_digest(mark, _token_mark(token))
-                and _sessions().alive(session.get(SESSION_ID)))
-
-
-def _corpus() -> Path:
-    folder = state().config.corpus_dir
-    if not folder:
-        raise ApiError(409, "no_corpus", "服务没有配置语料文件夹：启动时设置 RETRIEVER_CORPUS 或 serve --corpus")
-    return Path(folder)
-
-
 # --- pages and session ---------------------------------------------------------------------------
 
 
@@ -133,25 +80,19 @@ def workbench_page():
 
 @bp.post("/admin/login")
 def login():
-    """Exchange the admin token for a session cookie."""
+    """Exchange a user name and password, or the admin token, for a session cookie."""
     if request.headers.get(CSRF_HEADER) != CSRF_VALUE:
         raise ApiError(403, "missing_csrf_header", f"请求需要请求头 {CSRF_HEADER}: {CSRF_VALUE}")
-    body = json_body(state().config.max_body_bytes)
-    if not isinstance(body.get("token"), str) or not body["token"]:
-        raise ApiError(400, "missing_token", "请输入管理令牌")
-    _check_token(body["token"])
-    session.clear()
-    session.permanent = True
-    session[SESSION_KEY] = _token_mark(body["token"])
-    session[SESSION_ID] = _sessions().create()
-    return jsonify({"editor": True})
+    actor = log_in(json_body(state().config.max_body_bytes))
+    return jsonify({"editor": True, "user": actor.name, "roles": list(actor.roles)})
 
 
 @bp.post("/admin/logout")
 def logout():
     """End the session, in every worker: a copy of the cookie kept from before no longer works."""
-    _sessions().end(session.get(SESSION_ID))
-    session.clear()
+    name = end_session()
+    if name is not None:
+        audit_as(name, "logout", client=request.remote_addr)
     return jsonify({"editor": False})
 
 
@@ -159,7 +100,7 @@ def logout():
 def session_info():
     """Whether this browser is logged in, and what the workbench can do here."""
     config = state().config
-    return jsonify({"editor": _logged_in(), "enabled": bool(config.admin_token), "corpus": bool(config.corpus_dir),
+    return jsonify({"editor": session_actor() is not None, "enabled": workbench_enabled(), "corpus": bool(config.corpus_dir),
                     "publish": state().holder.index_root is not None})
 
 
@@ -192,8 +133,8 @@ def _inbox(corpus: Path):
 @bp.get("/admin/api/groups")
 def groups():
     """Unmatched queries and 没帮助 feedback, near-duplicates grouped, with the entries each group came closest to."""
-    _require_editor()
-    searcher, corpus = serving(), _corpus()
+    require_role("editor")
+    searcher, corpus = serving(), corpus_folder()
     entries, items = _inbox(corpus)
     found, nearest, waiting = _grouped(searcher, items[:MAX_DISTINCT_QUERIES])
     config = state().config
@@ -228,8 +169,8 @@ def _outcome(outcome: EditOutcome, corpus: Path) -> dict[str, Any]:
 @bp.post("/admin/api/assign")
 def assign():
     """Apply one assignment to the corpus files (atomically, with a backup of what was replaced)."""
-    _require_editor()
-    corpus = _corpus()
+    require_role("editor")
+    corpus = corpus_folder()
     try:
         assignment = Assignment.model_validate(json_body(state().config.max_body_bytes), strict=True)
     except ValidationError as exc:
@@ -255,8 +196,8 @@ def assign():
 @bp.get("/admin/api/pending")
 def pending():
     """What publishing would change: the corpus against the served index, and the candidates noted."""
-    _require_editor()
-    searcher, corpus = serving(), _corpus()
+    require_role("editor")
+    searcher, corpus = serving(), corpus_folder()
     try:
         changes, problem = pending_changes(load_corpus(corpus), searcher.index.entries), None
     except CorpusError as exc:
@@ -268,7 +209,7 @@ def pending():
 @bp.get("/admin/api/conflicts")
 def conflicts():
     """Conflicts between entries: what the served version's build found, and texts the corpus now shares."""
-    _require_editor()
+    require_role("editor")
     searcher = serving()
     try:
         stored = read_conflicts(searcher.index.path)
@@ -319,11 +260,12 @@ class PublishJob:
     def _write(self, **status: Any) -> None:
         write_text_atomic(self.status_path, json.dumps(status, ensure_ascii=False))
 
-    def start(self, work: Callable[[Callable[[str], None]], dict[str, Any]], served_before: str | None = None) -> None:
+    def start(self, work: Callable[[Callable[[str], None]], dict[str, Any]], served_before: str | None = None,
+              on_end: Callable[[dict[str, Any]], None] | None = None) -> None:
         """Run ``work(stage)`` in a background thread; 409 if a job is running already (in any worker).
 
         ``served_before``: the version served when it starts; if the job dies, CURRENT against it tells
-        whether the new version went live."""
+        whether the new version went live. ``on_end(outcome)``: called in the thread when it ends."""
         handle = open(self.lock_path, "a")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -333,10 +275,10 @@ class PublishJob:
         started = {"started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                    "served_before": served_before, "pid": os.getpid()}
         self._write(state="running", stage=STAGES[0][0], **started)
-        threading.Thread(target=self._run, args=(handle, work, started), name="workbench-publish",
+        threading.Thread(target=self._run, args=(handle, work, started, on_end), name="workbench-publish",
                          daemon=True).start()
 
-    def _run(self, handle, work, started: dict[str, Any]) -> None:
+    def _run(self, handle, work, started: dict[str, Any], on_end=None) -> None:
         def stage(name: str) -> None:
             self._write(state="running", stage=name, **started)
 
@@ -359,6 +301,8 @@ class PublishJob:
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
             handle.close()
+        if on_end is not None:
+            on_end(outcome)
 
 
 def _interrupted(status: dict[str, Any], holder) -> dict[str, Any]:
@@ -370,13 +314,17 @@ def _interrupted(status: dict[str, Any], holder) -> dict[str, Any]:
     return {"state": "failed", "message": "构建中断：服务在构建期间停止了，请重新发布"}
 
 
-def _publish(corpus: Path, holder, searcher: Searcher, force: bool, stage: Callable[[str], None]) -> dict[str, Any]:
-    """Build the corpus with the served model and settings, through the gate; then every worker reloads."""
+def _publish(corpus: Path, holder, searcher: Searcher, force: bool, stage: Callable[[str], None],
+             guard: Callable[[Callable], Callable] | None = None) -> dict[str, Any]:
+    """Build the corpus with the served model and settings, through the gate; then every worker reloads.
+
+    ``guard`` wraps the gate's check (review.py: the version built must be the approved draft)."""
     load_corpus(corpus)  # a broken corpus fails here, with its message, before any model time
     stage("build")
     manifest = searcher.index.manifest
     gate = publish_gate(holder.index_root, searcher.encoder, default_labelled_path(corpus), force=force,
                         on_start=lambda: stage("gate"))
+    gate = guard(gate) if guard else gate
     built = build_from_corpus(corpus, holder.index_root, searcher.encoder, mode=manifest.get("default_mode", "hybrid"),
                               index_answers=manifest.get("index_answers", True), progress=False, check=gate)
     stage("reload")
@@ -392,9 +340,11 @@ def _publish(corpus: Path, holder, searcher: Searcher, force: bool, stage: Calla
 
 @bp.post("/admin/api/publish")
 def publish():
-    """Start rebuilding and publishing the corpus (202); poll GET for progress."""
-    _require_editor()
-    corpus, shared = _corpus(), state()
+    """Start rebuilding and publishing the corpus (202); poll GET for progress.
+
+    With review on (review.py), only the approved change set: 409 when there is none or the draft changed since."""
+    require_any("editor", "reviewer")
+    corpus, shared = corpus_folder(), state()
     body = json_body(shared.config.max_body_bytes) if request.content_length else {}
     force = body.get("force", False)
     if not isinstance(force, bool):
@@ -402,8 +352,19 @@ def publish():
     if shared.holder.index_root is None:
         raise ApiError(409, "publish_unavailable", "这个服务没有从索引文件夹启动，不能在这里发布")
     searcher, holder = serving(), shared.holder
-    job = PublishJob(corpus)
-    job.start(lambda stage: _publish(corpus, holder, searcher, force, stage), served_before=searcher.version)
+    changeset = approved_change_set(corpus)  # None: review is off here
+    guard, note = publish_guard(changeset), publish_recorder(corpus, changeset)
+    job, record = PublishJob(corpus), audit_recorder()
+
+    def ended(outcome: dict[str, Any]) -> None:
+        note(outcome)
+        record(f"publish.{outcome['state']}", version=outcome.get("version"), served_before=searcher.version,
+               message=outcome.get("message"), change_set=changeset.id if changeset else None)
+
+    job.start(lambda stage: _publish(corpus, holder, searcher, force, stage, guard), served_before=searcher.version,
+              on_end=ended)
+    audit("publish.started", served_before=searcher.version, force=force,
+          change_set=changeset.id if changeset else None)
     log.info("workbench: publishing %s into %s%s", corpus, holder.index_root, " (forced)" if force else "")
     return jsonify(job.status(holder)), 202
 
@@ -411,5 +372,59 @@ def publish():
 @bp.get("/admin/api/publish")
 def publish_status():
     """The publish job: state (idle, running, done, refused, failed), stage, gate result, version."""
-    _require_editor()
-    return jsonify(PublishJob(_corpus()).status(state().holder))
+    require_any("editor", "reviewer")
+    return jsonify(PublishJob(corpus_folder()).status(state().holder))
+
+
+# --- the OpenAPI document's part (publish only: the other workbench routes serve its own page) ---------
+
+
+class PublishStage(BaseModel):
+    id: str
+    label: str = Field(description="the stage in Chinese")
+
+
+class PublishStatus(BaseModel):
+    """The publish job as ``PublishJob.status`` reports it (fields beyond ``state`` depend on the state)."""
+
+    model_config = ConfigDict(extra="allow")
+    state: Literal["idle", "running", "done", "refused", "failed"]
+    stage: str | None = Field(None, description="while running: the stage's id")
+    stages: list[PublishStage] = Field(description="every stage, in order")
+    started_at: str | None = None
+    finished_at: str | None = None
+    served_before: str | None = Field(None, description="the version served when it started")
+    version: str | None = Field(None, description="done: the version published")
+    message: str | None = Field(None, description="refused or failed: why, in Chinese")
+    gate: dict[str, Any] | None = Field(None, description="the publish gate's report")
+    all_workers: bool | None = Field(None, description="done: every worker serves the new version")
+
+
+class PublishRequest(BaseModel):
+    force: bool = Field(False, description="publish even if the publish gate refuses (recorded in the manifest)")
+
+
+def openapi_paths(components, error: dict) -> dict:
+    """``/admin/api/publish`` for /openapi.json (merged by openapi.openapi_document)."""
+    from .openapi import _ANY_REQUEST, _BODY, _QUERY_STRING, ADMIN_TOKEN, _errors, _json, _operation
+
+    status = components.ref(PublishStatus)
+    forbidden = _json(error, "admin_disabled (no admin token, no users), missing_csrf_header (a cookie session "
+                             "without X-Requested-With), or forbidden_role (the user is neither editor nor reviewer)")
+
+    def op(operation_id: str, summary: str, ok: dict, conflict: str, *statuses: int, **rest: Any) -> dict:
+        responses = {**ok, **_errors(error, 401, 429, 503, *_ANY_REQUEST, *statuses), "403": forbidden,
+                     "409": _json(error, conflict)}
+        return _operation(operation_id, "admin", summary, dict(sorted(responses.items())),
+                          security=[{ADMIN_TOKEN: []}], **rest)
+
+    return {"/admin/api/publish": {
+        "get": op("getPublishStatus", "The publish job: idle, running (stage), done, refused or failed (editor, "
+                                      "reviewer)", {"200": _json(status, "the job")},
+                  "no corpus folder configured (no_corpus)", *_QUERY_STRING),
+        "post": op("startPublish", "Rebuild and publish the draft in the background; poll GET (editor, reviewer)",
+                   {"202": _json(status, "started")},
+                   "no_corpus; publish_unavailable (not served from an index folder); publish_running (a job runs "
+                   "already); with review on: not_approved (no approved change set), draft_changed, corpus_invalid",
+                   400, *_BODY, requestBody={"required": False, **_json(components.ref(PublishRequest), "")})},
+    }

@@ -203,7 +203,7 @@ def records(result: SearchResult, score_threshold: float, truncated: bool = Fals
     kept = [(i, hit) for i, hit in enumerate(result.hits) if hit.score >= score_threshold]
     if result.decision == NO_MATCH:
         kept = [(i, hit) for i, hit in kept if result.role(i) == SUGGESTION]
-    return [{"content": hit.answer, "score": round(hit.score, 6), "title": hit.question,
+    return [{"content": hit.answer_text, "score": round(hit.score, 6), "title": hit.question,
              "metadata": {**hit.metadata(result.role(i)), "matched_text": hit.matched_text,
                           "decision": result.decision, "query_truncated": truncated}}
             for i, hit in kept]

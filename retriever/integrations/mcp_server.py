@@ -36,7 +36,7 @@ from ..filters import metadata_filter
 from ..normalize import check_query_length
 from ..registry import CollectionRegistry
 from ..results import ALTERNATIVE, ANSWER_ROLE, SUGGESTION, SearchResult
-from ..scoring import NO_MATCH
+from ..scoring import ANSWER, NO_MATCH
 from ..store.collections import current_entries
 from ..version import __version__
 
@@ -66,7 +66,7 @@ class FaqHit(BaseModel):
                                    "suggestion: an entry the user may have meant (ambiguous); candidate: ranked only")
     faq_id: str
     question: str = Field(description="the entry's standard question")
-    answer: str
+    answer: str = Field(description="the entry's answer as plain text: links written 文字（URL）, list items one a line")
     score: float
     confidence: float | None = Field(None, description="the judge's probability that this entry answers the query")
     matched_text: str = Field(description="the entry's text closest to the query")
@@ -123,6 +123,12 @@ class UnmatchedRecorder(Protocol):
                version: str, source: str) -> Any: ...
 
 
+class HitRecorder(Protocol):
+    """What counts the entries that answer, for the editors' hit counts (retriever.editorial.hits.HitCounter)."""
+
+    def record_answer(self, collection: str, faq_id: str) -> None: ...
+
+
 @dataclass(frozen=True)
 class ServerOptions:
     """What the tools say and bound, and where their decisions are counted and logged."""
@@ -134,6 +140,7 @@ class ServerOptions:
     no_match_message: str = DEFAULT_NO_MATCH
     metrics: DecisionMetrics | None = None
     unmatched: UnmatchedRecorder | None = None
+    hits: HitRecorder | None = None
 
 
 # --- the shapes: pure functions of a search result -------------------------------------------------
@@ -145,7 +152,7 @@ def shape_result(collection: str, result: SearchResult, no_match_message: str) -
     if result.decision == NO_MATCH:
         return FaqSearch(collection=collection, query=result.query, decision=result.decision,
                          confidence=result.confidence, message=no_match_message, hits=[], suggestions=suggestions)
-    hits = [FaqHit(role=result.role(position), faq_id=h.faq_id, question=h.question, answer=h.answer,
+    hits = [FaqHit(role=result.role(position), faq_id=h.faq_id, question=h.question, answer=h.answer_text,
                    score=round(h.score, 6), confidence=None if h.confidence is None else round(h.confidence, 6),
                    matched_text=h.matched_text, category=h.category, tags=list(h.tags))
             for position, h in enumerate(result.hits)]
@@ -237,7 +244,7 @@ def _search_tool(registry: CollectionRegistry, options: ServerOptions) -> Tool:
             result = searcher.search(query, top_k, entry_filter=metadata_filter(categories, tags))
         except RetrieverError as exc:
             raise ToolError(str(exc)) from None
-        _note_decision(options, query, result, searcher.version)
+        _note_decision(options, name, query, result, searcher.version)
         found = shape_result(name, result, options.no_match_message)
         return CallToolResult(content=[TextContent(type="text", text=render_text(found))],
                               structured_content=found.model_dump(mode="json"))
@@ -245,10 +252,12 @@ def _search_tool(registry: CollectionRegistry, options: ServerOptions) -> Tool:
     return _read_only_tool(search_faq, "FAQ 检索 / Search the FAQ", SEARCH_DESCRIPTION)
 
 
-def _note_decision(options: ServerOptions, query: str, result: SearchResult, version: str) -> None:
-    """Count the decision and log a no_match query for the editors, as the HTTP search does."""
+def _note_decision(options: ServerOptions, collection: str, query: str, result: SearchResult, version: str) -> None:
+    """Count the decision and the entry that answered, and log a no_match query, as the HTTP search does."""
     if options.metrics is not None:
         options.metrics.count_decision(ROUTE, result.decision, result.path)
+    if options.hits is not None and result.decision == ANSWER and result.hits:
+        options.hits.record_answer(collection, result.hits[0].faq_id)
     if options.unmatched is not None:
         options.unmatched.record_result(query, result, version, ROUTE)
 

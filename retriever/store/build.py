@@ -18,6 +18,8 @@ from ..encoders import Encoder
 from ..errors import IndexLoadError
 from ..files import sha256_file, write_jsonl
 from ..normalize import normalize
+from .ann import build_vector_index
+from .embedding_cache import EmbeddingCache
 from .layout import (CONFLICTS, ENTRIES, FAST_VECTORS, FORMAT_VERSION, JUDGE, LABELLED, LABELLED_VECTORS, MANIFEST, NEGATIVES,
                      NORMALIZE_VERSION, QUERY_FIELDS, TEXTS, VECTORS, VERSIONS, IndexedText, negative_examples,
                      with_decision_checksum)
@@ -44,13 +46,20 @@ def entry_texts(entries: list[FaqEntry], index_answers: bool = True) -> list[Ind
     return texts
 
 def embed_texts(texts: list[IndexedText], encoder: Encoder, batch_size: int = 64,
-                progress: bool = True, desc: str = "embedding") -> np.ndarray:
-    """Vectors for ``texts`` in order, encoded in batches with a progress bar."""
+                progress: bool = True, desc: str = "embedding", cache: EmbeddingCache | None = None) -> np.ndarray:
+    """Vectors for ``texts`` in order, encoded in batches with a progress bar; through ``cache`` (only
+    the texts it has not seen are embedded) when given."""
     vectors = np.zeros((len(texts), encoder.dim), dtype=np.float32)
     by_role = {
         True: [i for i, t in enumerate(texts) if t.field in QUERY_FIELDS],
         False: [i for i, t in enumerate(texts) if t.field not in QUERY_FIELDS],
     }
+    if cache is not None:
+        for is_query, positions in by_role.items():
+            if positions:
+                vectors[positions] = cache.normalised_vectors([texts[i].norm for i in positions],
+                                                              "query" if is_query else "passage", desc)
+        return vectors
     with tqdm(total=len(texts), desc=desc, unit="text", disable=not progress) as bar:
         for is_query, positions in by_role.items():
             encode = encoder.encode_queries if is_query else encoder.encode_passages
@@ -63,7 +72,7 @@ def embed_texts(texts: list[IndexedText], encoder: Encoder, batch_size: int = 64
 def build_index(entries: list[FaqEntry], encoder: Encoder, out_root: str | Path, *,
                 settings: dict[str, Any] | None = None, batch_size: int = 64, progress: bool = True,
                 keep_versions: int = 5, finalize: Callable[[Path], dict] | None = None,
-                fast_encoder: Encoder | None = None) -> Path:
+                fast_encoder: Encoder | None = None, cache: EmbeddingCache | None = None) -> Path:
     """Embed ``entries``, write a new version under ``out_root`` and make it current.
 
     ``settings`` (``index_answers``, ``default_mode``, ``tokenizer``) go into the
@@ -72,6 +81,8 @@ def build_index(entries: list[FaqEntry], encoder: Encoder, out_root: str | Path,
     manifest fields (the calibration) before the version is published.
     ``fast_encoder`` (the cascade's fast model) embeds every text a second time, into
     ``fast_vectors.faiss``; the manifest's ``fast_model`` records it.
+    ``cache``: the vectors already computed (store/embedding_cache.py); by default the one under
+    ``out_root``, so only texts no earlier build embedded are embedded.
     Returns the version folder. On any failure the previous version stays current.
     """
     settings = with_defaults(settings)
@@ -83,10 +94,14 @@ def build_index(entries: list[FaqEntry], encoder: Encoder, out_root: str | Path,
     version = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S.%fZ}-{checksum[:8]}"
     staging = versions / f".building-{version}"
     staging.mkdir()
+    if cache is None:
+        cache = EmbeddingCache.for_index(out_root, encoder, progress=progress, batch_size=batch_size)
     try:
-        texts = _write_artifacts(staging, entries, encoder, settings, batch_size, progress)
+        texts, vector_index = _write_artifacts(staging, entries, cache, settings, progress)
         if fast_encoder is not None:
-            _write_fast_vectors(staging, texts, fast_encoder, batch_size, progress)
+            fast_cache = EmbeddingCache.for_index(out_root, fast_encoder, enabled=cache.folder is not None,
+                                                  progress=progress, batch_size=batch_size)
+            _write_fast_vectors(staging, texts, fast_cache, progress)
         manifest = {
             "format_version": FORMAT_VERSION,
             "version": version,
@@ -96,6 +111,7 @@ def build_index(entries: list[FaqEntry], encoder: Encoder, out_root: str | Path,
             "normalize_version": NORMALIZE_VERSION,
             "corpus_checksum": checksum,
             "counts": {"entries": len(entries), "vectors": len(texts)},
+            "vector_index": vector_index,  # flat or HNSW, and its measured recall (store/ann.py)
             "index_answers": settings["index_answers"],
             "default_mode": settings["default_mode"],
             "lexical": {"tokenizer": settings["tokenizer"]},
@@ -120,13 +136,14 @@ def build_index(entries: list[FaqEntry], encoder: Encoder, out_root: str | Path,
     return final
 
 
-def _write_artifacts(staging: Path, entries: list[FaqEntry], encoder: Encoder, settings: dict[str, Any],
-                     batch_size: int, progress: bool) -> list[IndexedText]:
-    """The vectors, texts, entries and negative examples of a version, into ``staging``; returns the texts."""
+def _write_artifacts(staging: Path, entries: list[FaqEntry], cache: EmbeddingCache, settings: dict[str, Any],
+                     progress: bool) -> tuple[list[IndexedText], dict[str, Any]]:
+    """The vectors, texts, entries and negative examples of a version, into ``staging``; returns the texts
+    and the manifest's ``vector_index`` record (``settings["ann_min_vectors"]``: see store/ann.py)."""
     texts = entry_texts(entries, settings["index_answers"])
-    vectors = embed_texts(texts, encoder, batch_size=batch_size, progress=progress)
-    faiss_index = faiss.IndexFlatIP(encoder.dim)
-    faiss_index.add(vectors)
+    vectors = embed_texts(texts, cache.encoder, progress=progress, cache=cache)
+    faiss_index, vector_index = build_vector_index(vectors, [i for i, t in enumerate(texts) if t.field in QUERY_FIELDS],
+                                                   settings.get("ann_min_vectors"), progress)
     faiss.write_index(faiss_index, str(staging / VECTORS))
     write_jsonl(staging / TEXTS, ({"entry": t.entry, "field": t.field, "text": t.text, "norm": t.norm}
                                   for t in texts))
@@ -134,24 +151,30 @@ def _write_artifacts(staging: Path, entries: list[FaqEntry], encoder: Encoder, s
     negatives = negative_examples(entries)
     if negatives:  # embedded as queries: they are questions, compared with questions
         np.save(staging / NEGATIVES, embed_texts([IndexedText(e, "negative", t, n) for e, t, n in negatives],
-                                                 encoder, batch_size=batch_size, progress=progress))
-    return texts
+                                                 cache.encoder, progress=progress, cache=cache))
+    return texts, vector_index
 
 
-def _write_fast_vectors(staging: Path, texts: list[IndexedText], fast_encoder: Encoder, batch_size: int,
-                        progress: bool) -> None:
+def _write_fast_vectors(staging: Path, texts: list[IndexedText], fast_cache: EmbeddingCache, progress: bool) -> None:
     """The fast model's vector of every text, rows in the order of vectors.faiss."""
-    vectors = embed_texts(texts, fast_encoder, batch_size=batch_size, progress=progress,
-                          desc=f"embedding ({fast_encoder.source})")
+    fast_encoder = fast_cache.encoder
+    vectors = embed_texts(texts, fast_encoder, progress=progress, desc=f"embedding ({fast_encoder.source})",
+                          cache=fast_cache)
     faiss_index = faiss.IndexFlatIP(fast_encoder.dim)
     faiss_index.add(vectors)
     faiss.write_index(faiss_index, str(staging / FAST_VECTORS))
 
 
+# The publish gate's outcome of every labelled query on this version (retriever/gate.py): the next
+# build's gate compares with them instead of loading and searching this version again.
+GATE_OUTCOMES = "gate_outcomes.json"
+
+
 def artifact_checksums(folder: Path) -> dict[str, str]:
     """sha256 of every artifact the version holds, checked when it loads."""
     return {name: sha256_file(folder / name) for name in (VECTORS, TEXTS, ENTRIES, NEGATIVES, LABELLED,
-                                                          LABELLED_VECTORS, JUDGE, FAST_VECTORS, CONFLICTS)
+                                                          LABELLED_VECTORS, JUDGE, FAST_VECTORS, CONFLICTS,
+                                                          GATE_OUTCOMES)
             if (folder / name).is_file()}
 
 def record_artifacts(folder: Path, fields: dict[str, Any] | None = None) -> None:

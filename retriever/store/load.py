@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import faiss
 import numpy as np
@@ -15,14 +15,18 @@ from ..errors import IndexLoadError
 from ..files import read_jsonl, sha256_file
 from ..judge import Judge
 from ..normalize import normalize
+from .ann import kind_of, read_vector_index
 from .layout import (DECISION_CHECKSUM, DECISION_FIELDS, ENTRIES, FAST_VECTORS, JUDGE, LABELLED, LABELLED_VECTORS,
-                     NEGATIVES, NORMALIZE_VERSION, TEXTS, VECTORS, FaqIndex, IndexedText, decision_checksum,
+                     MANIFEST, NEGATIVES, NORMALIZE_VERSION, TEXTS, VECTORS, FaqIndex, IndexedText, decision_checksum,
                      negative_examples)
 from .versions import read_manifest, resolve_version_dir
+
+T = TypeVar("T")
 
 # Encoders write float32 unit vectors; rounding keeps norms within ~1e-6 of 1. A looser bound
 # still catches what matters: NaN, zero or unnormalised vectors score every query as a match.
 NORM_TOLERANCE = 1e-3
+CHECK_BLOCK = 8192  # vectors read back at a time by check_vectors
 
 
 def check_compatible(manifest: dict[str, Any], encoder: Encoder, where: str | Path = "index") -> None:
@@ -50,18 +54,25 @@ def check_vectors(vectors: faiss.Index, where: str | Path = "index") -> None:
     """Refuse vectors that are not finite unit vectors (checksums only prove the file is as written)."""
     if vectors.ntotal == 0:
         return
-    try:
-        matrix = vectors.reconstruct_n(0, vectors.ntotal)
-    except RuntimeError as exc:
-        raise IndexLoadError(f"{where}: cannot read the vectors back to check them ({exc})") from None
-    finite = np.isfinite(matrix).all(axis=1)
-    if not finite.all():
-        raise IndexLoadError(f"{where}: {int((~finite).sum())} of {len(matrix)} vectors contain NaN or infinite "
-                             f"values (first at row {int(np.argmin(finite))}); rebuild the index")
-    off = np.abs(np.linalg.norm(matrix, axis=1) - 1.0) > NORM_TOLERANCE
-    if off.any():
-        raise IndexLoadError(f"{where}: {int(off.sum())} of {len(matrix)} vectors are not unit length "
-                             f"(first at row {int(np.argmax(off))}); rebuild the index")
+    # In blocks: a copy of all the vectors at once would cost each worker as much as the mapped file.
+    non_finite, not_unit = [], []  # per block: (count, first row)
+    for start in range(0, vectors.ntotal, CHECK_BLOCK):
+        try:
+            matrix = vectors.reconstruct_n(start, min(CHECK_BLOCK, vectors.ntotal - start))
+        except RuntimeError as exc:
+            raise IndexLoadError(f"{where}: cannot read the vectors back to check them ({exc})") from None
+        finite = np.isfinite(matrix).all(axis=1)
+        if not finite.all():
+            non_finite.append((int((~finite).sum()), start + int(np.argmin(finite))))
+        off = finite & (np.abs(np.linalg.norm(np.where(finite[:, None], matrix, 0), axis=1) - 1.0) > NORM_TOLERANCE)
+        if off.any():
+            not_unit.append((int(off.sum()), start + int(np.argmax(off))))
+    if non_finite:
+        raise IndexLoadError(f"{where}: {sum(c for c, _ in non_finite)} of {vectors.ntotal} vectors contain NaN or "
+                             f"infinite values (first at row {non_finite[0][1]}); rebuild the index")
+    if not_unit:
+        raise IndexLoadError(f"{where}: {sum(c for c, _ in not_unit)} of {vectors.ntotal} vectors are not unit "
+                             f"length (first at row {not_unit[0][1]}); rebuild the index")
 
 
 def _non_finite(value: Any, where: str) -> str | None:
@@ -95,9 +106,60 @@ def check_decision_fields(manifest: dict[str, Any], where: str | Path = "index",
                                  f"rebuild the index")
 
 
+# Versions the server's master loaded before forking its workers (preload_index), by folder: the
+# manifest as read then, and the index. A worker loading the same content gets these very objects,
+# whose pages the fork shares, instead of a private copy; so do the parts derived from them.
+_PRELOADED: dict[Path, tuple[bytes, FaqIndex]] = {}
+_DERIVED: dict[tuple[int, str], Any] = {}
+
+
+def preload_index(path: str | Path) -> FaqIndex:
+    """Load and keep the version at ``path``: :func:`load_index` of the same content returns this object.
+
+    For the server's master, before it forks (docs/large-collections.md); checked as :func:`load_index` checks.
+    """
+    folder = resolve_version_dir(path)
+    manifest = _manifest_bytes(folder)
+    index = load_index(folder)
+    if _preloaded(folder) is index:  # preloaded before (a SIGHUP without a new version): kept as it is
+        return index
+    _PRELOADED.clear()  # one preloaded version at a time: the one the next workers will serve
+    _DERIVED.clear()
+    if manifest is not None:
+        _PRELOADED[folder.resolve()] = (manifest, index)
+    return index
+
+
+def shared_part(index: FaqIndex, name: str, make: Callable[[], T]) -> T:
+    """``make()``: made once and kept for a preloaded index (so that forked workers share it), else made anew."""
+    kept = _PRELOADED.get(index.path.resolve())
+    if kept is None or kept[1] is not index:
+        return make()
+    key = (id(index), name)
+    if key not in _DERIVED:
+        _DERIVED[key] = make()
+    return _DERIVED[key]
+
+
+def _manifest_bytes(folder: Path) -> bytes | None:
+    try:
+        return (folder / MANIFEST).read_bytes()
+    except OSError:
+        return None
+
+
+def _preloaded(folder: Path) -> FaqIndex | None:
+    """The preloaded index of ``folder`` if its manifest (which checksums every file) is unchanged."""
+    kept = _PRELOADED.get(folder.resolve())
+    return kept[1] if kept is not None and _manifest_bytes(folder) == kept[0] else None
+
+
 def load_index(path: str | Path, verify_checksums: bool = True) -> FaqIndex:
     """Load the index version at ``path`` (a version folder or an index root)."""
     folder = resolve_version_dir(path)
+    preloaded = _preloaded(folder)
+    if preloaded is not None:  # checked when it was preloaded; versions are never changed in place
+        return preloaded
     manifest = read_manifest(folder)
     check_decision_fields(manifest, folder, verify_checksums)
     for name, expected in manifest.get("files", {}).items():
@@ -107,7 +169,7 @@ def load_index(path: str | Path, verify_checksums: bool = True) -> FaqIndex:
         if verify_checksums and sha256_file(file) != expected:
             raise IndexLoadError(f"{folder}: file {name} does not match its checksum (damaged or edited)")
     try:
-        vectors = faiss.read_index(str(folder / VECTORS))
+        vectors = read_vector_index(folder / VECTORS)
         texts = [IndexedText(r["entry"], r["field"], r["text"], r["norm"])
                  for _, r in read_jsonl(folder / TEXTS, IndexLoadError, "index texts")]
         entries = [FaqEntry.from_record(r) for _, r in read_jsonl(folder / ENTRIES, IndexLoadError, "index entries")]
@@ -117,6 +179,10 @@ def load_index(path: str | Path, verify_checksums: bool = True) -> FaqIndex:
     if (vectors.ntotal, len(texts), len(entries)) != (counts.get("vectors"), counts.get("vectors"),
                                                       counts.get("entries")) or vectors.d != manifest.get("dim"):
         raise IndexLoadError(f"{folder}: files disagree with the manifest's counts or dimension")
+    recorded = (manifest.get("vector_index") or {}).get("kind", "flat")
+    if kind_of(vectors) != recorded:
+        raise IndexLoadError(f"{folder}: {VECTORS} holds a {kind_of(vectors)} index, the manifest says {recorded}; "
+                             f"rebuild the index")
     check_vectors(vectors, folder)
     negatives, negative_vectors = _load_negatives(folder, manifest, entries)
     labelled, labelled_vectors = _load_labelled(folder, manifest, entries)
@@ -133,7 +199,7 @@ def _load_fast_vectors(folder: Path, manifest: dict[str, Any]) -> faiss.Index | 
         raise IndexLoadError(f"{folder}: the manifest names a fast model but lists no {FAST_VECTORS}; "
                              f"rebuild the index")
     try:
-        vectors = faiss.read_index(str(folder / FAST_VECTORS))
+        vectors = read_vector_index(folder / FAST_VECTORS)
     except RuntimeError as exc:
         raise IndexLoadError(f"{folder}: cannot read {FAST_VECTORS} ({exc})") from None
     if vectors.ntotal != manifest.get("counts", {}).get("vectors") or vectors.d != fast_model.get("dim"):

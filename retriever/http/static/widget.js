@@ -12,6 +12,9 @@
  * /v1/feedback, which the service records when RETRIEVER_FEEDBACK_LOG is set), data-suggestions ("off"
  * hides the 您是不是想问： links offered when nothing answers with confidence). Another site needs
  * the service's CORS setting (RETRIEVER_CORS_ORIGINS) to allow its origin.
+ *
+ * Answers may use a Markdown subset (paragraphs, lists, links, bold; docs/answers-markup.md), rendered
+ * from DOM nodes and text only: anything else in an answer is shown as typed.
  */
 (function () {
   "use strict";
@@ -59,6 +62,10 @@
     "li:focus{outline:3px solid #1d4ed8;outline-offset:1px}",
     "li h3{font-size:1rem;margin:0 0 .4rem}",
     ".answer{white-space:pre-wrap;margin:.4rem 0;line-height:1.6;overflow-wrap:anywhere}",
+    ".answer p{margin:0 0 .4rem}.answer p:last-child{margin-bottom:0}",
+    ".answer ul,.answer ol{margin:0 0 .4rem;padding-left:1.5rem;white-space:normal}",
+    ".answer ul{list-style:disc}.answer ol{list-style:decimal}",
+    ".answer li{border:0;border-radius:0;padding:0;margin:0 0 .2rem;cursor:inherit;white-space:pre-wrap}",
     "li:not(.open) .answer{display:-webkit-box;-webkit-line-clamp:3;-webkit-box-orient:vertical;overflow:hidden}",
     ".meta{font-size:.85rem;color:#52606d;display:flex;flex-wrap:wrap;gap:.3rem 1rem}",
     ".feedback{display:flex;flex-wrap:wrap;align-items:center;gap:.5rem;margin-top:.6rem;font-size:.9rem}",
@@ -80,35 +87,89 @@
     return node;
   }
 
-  // An answer as text, with its Markdown links ([text](url), as spreadsheet hyperlinks are imported) made
-  // links when the URL is http(s), mailto or tel. Everything else stays text (textContent, never HTML):
-  // <script>, onerror= and javascript: links are shown, not run.
-  var LINK = /\[([^\[\]\n]+)\]\(([^()\s]+)\)/g;
+  // An answer's Markdown subset, as retriever/markup.py reads it: paragraphs (blank lines apart), lists
+  // ("- " / "1. " lines), [text](url) links when the URL is http(s), mailto or tel, and **bold**. Built
+  // from DOM nodes and textContent, never HTML: <script>, onerror=, entities and javascript: links are
+  // shown as typed, not run.
+  var TOKEN = /\\([\\\[\]*])|\[((?:\\[\\\[\]]|[^\[\]\\\n])+)\]\(([^()\s]+)\)|\*\*/g;
+  var BULLET = /^\s{0,3}[-*+]\s+(.*)$/;
+  var NUMBER = /^\s{0,3}\d{1,3}(?:[.)]\s+|、\s*)(.*)$/;
   var SAFE_SCHEMES = ["http:", "https:", "mailto:", "tel:"];
 
   function safeUrl(href) {
+    if (/[\u0000-\u0020<>"'`]/.test(href)) return null;
     try {
       var url = new URL(href);
-      return SAFE_SCHEMES.indexOf(url.protocol) >= 0 ? url.href : null;
+      if (SAFE_SCHEMES.indexOf(url.protocol) < 0) return null;
+      if ((url.protocol === "http:" || url.protocol === "https:") && !url.host) return null;
+      return url.href;
     } catch (e) {
       return null;  // relative or malformed: no base to resolve it against on another site
     }
   }
 
-  function answerNode(text) {
-    var node = el("p", { class: "answer" });
-    var last = 0, match;
-    LINK.lastIndex = 0;
-    while ((match = LINK.exec(text)) !== null) {
-      var href = safeUrl(match[2]);
-      if (!href) continue;
-      node.append(document.createTextNode(text.slice(last, match.index)));
-      var link = el("a", { href: href, target: "_blank", rel: "noopener noreferrer" }, match[1]);
-      link.addEventListener("click", function (event) { event.stopPropagation(); });  // opens, does not fold
-      node.append(link);
+  function inlineInto(parent, text) {
+    var markers = (text.match(TOKEN) || []).filter(function (t) { return t === "**"; }).length;
+    var stack = [parent], last = 0, seen = 0, match;
+    TOKEN.lastIndex = 0;
+    while ((match = TOKEN.exec(text)) !== null) {
+      var top = stack[stack.length - 1];
+      top.append(document.createTextNode(text.slice(last, match.index)));
       last = match.index + match[0].length;
+      if (match[1] !== undefined) {
+        top.append(document.createTextNode(match[1]));  // an escaped character
+      } else if (match[2] !== undefined) {
+        var href = safeUrl(match[3]);
+        if (!href) { top.append(document.createTextNode(match[0])); continue; }
+        var link = el("a", { href: href, target: "_blank", rel: "noopener noreferrer" },
+                      match[2].replace(/\\([\\\[\]])/g, "$1"));
+        link.addEventListener("click", function (event) { event.stopPropagation(); });  // opens, does not fold
+        top.append(link);
+      } else {
+        seen += 1;
+        if (stack.length > 1) {
+          stack.pop();
+        } else if (seen < markers) {  // opens a run that a later marker closes
+          var bold = el("strong", {});
+          top.append(bold);
+          stack.push(bold);
+        } else {
+          top.append(document.createTextNode("**"));
+        }
+      }
     }
-    node.append(document.createTextNode(text.slice(last)));
+    stack[stack.length - 1].append(document.createTextNode(text.slice(last)));
+  }
+
+  function answerNode(text) {
+    var node = el("div", { class: "answer" });
+    var chunks = text.replace(/\r\n?/g, "\n").replace(/^\n+|\n+$/g, "").split(/\n[ \t\u3000]*\n/);
+    chunks.forEach(function (chunk) {
+      if (!chunk.trim()) return;
+      var run = [], list = null, kind = null;
+      function closeRun() {
+        if (!run.length) return;
+        var p = el("p", {});
+        inlineInto(p, run.join("\n"));
+        node.append(p);
+        run = [];
+      }
+      chunk.split("\n").forEach(function (line) {
+        var found = BULLET.exec(line), itemKind = found ? "ul" : null;
+        if (!found) { found = NUMBER.exec(line); itemKind = found ? "ol" : null; }
+        if (!found) { list = null; run.push(line); return; }
+        closeRun();
+        if (!list || kind !== itemKind) {
+          list = el(itemKind, {});
+          kind = itemKind;
+          node.append(list);
+        }
+        var item = el("li", {});
+        inlineInto(item, found[1]);
+        list.append(item);
+      });
+      closeRun();
+    });
     return node;
   }
 

@@ -21,26 +21,13 @@
     }) + "\u2069";
   }
 
-  function el(tag, attrs, text) {
-    var node = document.createElement(tag);
-    Object.keys(attrs || {}).forEach(function (key) { node.setAttribute(key, attrs[key]); });
-    if (text !== undefined) node.textContent = text;
-    return node;
-  }
+  var el = Workbench.el;
 
   function api(method, path, body) {
-    var options = { method: method, credentials: "same-origin",
-                    headers: { "X-Requested-With": "workbench", Accept: "application/json" } };
-    if (body !== undefined) {
-      options.headers["Content-Type"] = "application/json";
-      options.body = JSON.stringify(body);
-    }
-    return fetch(path, options).then(function (response) {
-      return response.json().catch(function () { return {}; }).then(function (answer) {
-        if (response.status === 401 && path !== "/admin/login") showLogin();
-        if (!response.ok) throw new Error(answer.message ? iso(answer.message) : "HTTP " + response.status);
-        return answer;
-      });
+    return Workbench.request(method, path, body).then(function (result) {
+      if (result.status === 401 && path !== "/admin/login") showLogin();
+      if (!result.ok) throw new Error(result.body.message ? iso(result.body.message) : "HTTP " + result.status);
+      return result.body;
     });
   }
 
@@ -57,14 +44,15 @@
     $("logout").hidden = true;
     $("login").hidden = false;
     $("disabled").hidden = enabled !== false;
-    $("token").focus();
+    $("login-name").focus();
   }
 
   $("login-form").addEventListener("submit", function (event) {
     event.preventDefault();
     $("login-error").textContent = "";
-    api("POST", "/admin/login", { token: $("token").value })
-      .then(function () { $("token").value = ""; showBench(); })
+    var name = $("login-name").value.trim();  // a user's name and password, else the admin token (users.js)
+    api("POST", "/admin/login", name ? { name: name, password: $("login-password").value } : { token: $("token").value })
+      .then(function () { $("token").value = ""; $("login-password").value = ""; showBench(); })
       .catch(function (error) { $("login-error").textContent = error.message; });
   });
 
@@ -72,15 +60,36 @@
     api("POST", "/admin/logout").then(function () { showLogin(); });
   });
 
+  // The panels below need the editor role: shown, and loaded, once users.js says who is logged in
+  // (GET /admin/api/me, its "workbench-user" event); a reviewer sees review, entries and publishing only.
+  var EDITOR_PANELS = ["groups", "pending", "conflicts"];
+  var mayEdit = false;
+
   function showBench() {
     $("login").hidden = true;
     $("bench").hidden = false;
     $("logout").hidden = false;
+    showEditorPanels(false);
+    api("GET", "/admin/api/publish").then(showPublish).catch(function () {});
+  }
+
+  function showEditorPanels(shown) {
+    EDITOR_PANELS.forEach(function (id) { $(id).parentNode.hidden = !shown; });
+  }
+
+  function loadEditorPanels() {
+    if (!mayEdit) return;
     loadGroups();
     loadPending();
     loadConflicts();
-    api("GET", "/admin/api/publish").then(showPublish).catch(function () {});
   }
+
+  document.addEventListener("workbench-user", function (event) {
+    var roles = event.detail ? event.detail.roles : [];
+    mayEdit = roles.indexOf("editor") >= 0 || roles.indexOf("admin") >= 0;
+    showEditorPanels(mayEdit);
+    loadEditorPanels();
+  });
 
   // --- groups -----------------------------------------------------------------------------------
 
@@ -266,9 +275,7 @@
         if (status.state === "running") {
           poll();
         } else {
-          loadGroups();
-          loadPending();
-          loadConflicts();
+          loadEditorPanels();
         }
       }).catch(function (error) { notice(error.message, true); });
     }, POLL_MS);
@@ -313,7 +320,7 @@
     } else {
       box.append(el("p", { class: "error" }, iso(status.message)));
     }
-    if (status.conflicts) loadConflicts();
+    if (status.conflicts && mayEdit) loadConflicts();
   }
 
   function share(count, total) {

@@ -13,28 +13,25 @@ difference between the corpus and the served index (:func:`pending_changes`).
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
+import dataclasses
 import json
-import shutil
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import yaml
 
-from .corpus import (COLUMNS, MAX_NEGATIVES, MAX_PARAPHRASES, MAX_QUESTION_CHARS, SHEET_SUFFIXES, FaqEntry,
-                     corpus_files, corpus_yaml, export_sheet, load_corpus, read_sheet)
-from .errors import CorpusError
-from .files import write_bytes_atomic
-from .normalize import normalize, remove_invisible
+from ..corpus import (MAX_NEGATIVES, MAX_PARAPHRASES, MAX_QUESTION_CHARS, SHEET_SUFFIXES, FaqEntry,
+                     corpus_yaml)
+from ..corpus.file_edits import (EditError, after_line, checked_sheet, corpus_lock,  # noqa: F401 - EditError re-exported
+                                entry_node, leading_comment, reads_back, replace_file, workbench_dir)
+from ..corpus.reading import entries_by_file
+from ..normalize import normalize, remove_invisible
 
-WORKBENCH_DIR = ".workbench"  # hidden: corpus_files() skips it
 CANDIDATES_FILE = "candidates.jsonl"  # reserved in corpus.RESERVED_FILES: not entries
-KEEP_BACKUPS = 200
 EXAMPLE_KINDS = {"paraphrase": "paraphrases", "negative": "negatives"}
 SKIP_REASONS = {"already_there": "the entry has it already", "is_paraphrase": "it is a paraphrase of the entry",
                 "is_negative": "it is a negative example of the entry", "already_candidate": "noted already"}
@@ -45,55 +42,12 @@ MAX_DISTINCT_QUERIES = 300  # most frequent texts grouped (embedding them takes 
 LOG_BACKUPS = 5  # rotated files kept by the logs (path.1 ... path.5)
 
 
-class EditError(CorpusError):
-    """An edit cannot be made; nothing was written."""
-
-
 @dataclass(frozen=True)
 class EditOutcome:
     path: Path  # the file changed
     backup: Path | None  # the copy of what it replaced (None: the file is new)
     added: tuple[str, ...]
     skipped: tuple[tuple[str, str], ...]  # (text, why): one of SKIP_REASONS
-
-
-# --- the lock and the backups ---------------------------------------------------------------------
-
-
-def workbench_dir(corpus: str | Path) -> Path:
-    folder = Path(corpus) / WORKBENCH_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
-@contextlib.contextmanager
-def corpus_lock(corpus: str | Path) -> Iterator[None]:
-    """Exclusive use of the corpus folder for one edit (threads and processes alike)."""
-    with open(workbench_dir(corpus) / "edit.lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _backup(corpus: Path, path: Path) -> Path | None:
-    if not path.is_file():
-        return None
-    folder = workbench_dir(corpus) / "backups"
-    folder.mkdir(exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
-    backup = folder / f"{stamp}-{'__'.join(path.relative_to(corpus).parts)}"
-    shutil.copy2(path, backup)
-    for old in sorted(folder.iterdir())[:-KEEP_BACKUPS]:
-        old.unlink(missing_ok=True)
-    return backup
-
-
-def _replace(corpus: Path, path: Path, data: bytes) -> Path | None:
-    backup = _backup(corpus, path)
-    write_bytes_atomic(path, data)
-    return backup
 
 
 # --- adding paraphrases and negatives ------------------------------------------------------------
@@ -112,15 +66,8 @@ def clean_texts(texts: Iterable[str]) -> list[str]:
 
 
 def file_entries(corpus: str | Path) -> dict[Path, list[FaqEntry]]:
-    """The entries of each corpus file. Raises CorpusError when the corpus as a whole is invalid."""
-    load_corpus(corpus)  # every error of the corpus surfaces here, not as an empty file below
-    found = {}
-    for path in corpus_files(corpus):
-        try:
-            found[path] = load_corpus(path)
-        except CorpusError:
-            found[path] = []  # valid as part of the corpus, so only "no entries"
-    return found
+    """The entries of each corpus file, disabled ones too. Raises CorpusError when the corpus is invalid."""
+    return entries_by_file(corpus)
 
 
 def add_examples(corpus: str | Path, faq_id: str, kind: str, texts: Sequence[str]) -> EditOutcome:
@@ -146,7 +93,7 @@ def add_examples(corpus: str | Path, faq_id: str, kind: str, texts: Sequence[str
             return EditOutcome(path, None, (), tuple(skipped))
         expected = entries[:position] + [updated] + entries[position + 1:]
         data = _rewritten(path, corpus, expected, faq_id, EXAMPLE_KINDS[kind], added)
-        return EditOutcome(path, _replace(corpus, path, data), tuple(added), tuple(skipped))
+        return EditOutcome(path, replace_file(corpus, path, data), tuple(added), tuple(skipped))
 
 
 def _with_examples(entry: FaqEntry, key: str, texts: list[str]) -> tuple[FaqEntry, list[str], list[tuple[str, str]]]:
@@ -166,9 +113,7 @@ def _with_examples(entry: FaqEntry, key: str, texts: list[str]) -> tuple[FaqEntr
     limit = MAX_PARAPHRASES if key == "paraphrases" else MAX_NEGATIVES
     if len(getattr(entry, key)) + len(added) > limit:
         raise EditError(f"entry '{entry.id}' would have more than {limit} {key}")
-    updated = FaqEntry(**{**{f: getattr(entry, f) for f in ("id", "question", "answer", "paraphrases", "category",
-                                                               "tags", "negatives")},
-                          key: getattr(entry, key) + tuple(added)})
+    updated = dataclasses.replace(entry, **{key: getattr(entry, key) + tuple(added)})  # other fields kept
     return updated, added, skipped
 
 
@@ -177,52 +122,18 @@ def _rewritten(path: Path, corpus: Path, expected: list[FaqEntry], faq_id: str, 
     """The new content of ``path``, checked to read back as ``expected``."""
     suffix = path.suffix.lower()
     if suffix in SHEET_SUFFIXES:
-        return _checked_sheet(path, corpus, expected)
+        return checked_sheet(path, corpus, expected)
     text = path.read_text(encoding="utf-8")
     candidates = []
     if suffix == ".jsonl":
         candidates.append(_jsonl_with_items(text, faq_id, key, added))
     else:
         candidates.append(_yaml_with_items(text, faq_id, key, added))
-        candidates.append(corpus_yaml(expected, comment=_leading_comment(text)))  # when the layout defeats the above
+        candidates.append(corpus_yaml(expected, comment=leading_comment(text)))  # when the layout defeats the above
     for candidate in candidates:
-        if candidate is not None and _reads_back(candidate.encode("utf-8"), path, corpus, expected):
+        if candidate is not None and reads_back(candidate.encode("utf-8"), path, corpus, expected):
             return candidate.encode("utf-8")
     raise EditError(f"{path}: the edit could not be written so that the file reads back right; nothing was changed")
-
-
-def _reads_back(data: bytes, path: Path, corpus: Path, expected: list[FaqEntry]) -> bool:
-    trial = workbench_dir(corpus) / f"check{path.suffix}"
-    trial.write_bytes(data)
-    try:
-        return load_corpus(trial) == expected
-    except CorpusError:
-        return False
-    finally:
-        trial.unlink(missing_ok=True)
-
-
-def _checked_sheet(path: Path, corpus: Path, expected: list[FaqEntry]) -> bytes:
-    chinese = {column.chinese for column in COLUMNS}
-    headers = "zh" if chinese & set(read_sheet(path).headers) else "en"
-    trial = workbench_dir(corpus) / f"sheet{path.suffix}"
-    try:
-        export_sheet(expected, trial, headers=headers)
-        data = trial.read_bytes()
-    finally:
-        trial.unlink(missing_ok=True)
-    if not _reads_back(data, path, corpus, expected):
-        raise EditError(f"{path}: the sheet could not be rewritten so that it reads back right; nothing was changed")
-    return data
-
-
-def _leading_comment(text: str) -> str:
-    lines = []
-    for line in text.splitlines():
-        if not line.startswith("#"):
-            break
-        lines.append(line[1:].strip())
-    return "\n".join(lines)
 
 
 def _jsonl_with_items(text: str, faq_id: str, key: str, added: list[str]) -> str | None:
@@ -251,32 +162,10 @@ def _yaml_scalar(text: str, flow: bool) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
-def _entry_node(text: str, faq_id: str) -> yaml.MappingNode | None:
-    root = yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    if isinstance(root, yaml.MappingNode):
-        root = next((v for k, v in root.value if k.value == "entries"), None)
-    if not isinstance(root, yaml.SequenceNode):
-        return None
-    for node in root.value:
-        if isinstance(node, yaml.MappingNode) and any(
-                k.value == "id" and isinstance(v, yaml.ScalarNode) and remove_invisible(v.value).strip() == faq_id
-                for k, v in node.value):
-            return node
-    return None
-
-
-def _after_line(text: str, index: int) -> int:
-    """Where the line holding ``text[index - 1]`` ends (after its newline); ``index`` if a line starts there."""
-    if index == 0 or text[index - 1] == "\n":
-        return index
-    end = text.find("\n", index)
-    return len(text) if end < 0 else end + 1
-
-
 def _yaml_with_items(text: str, faq_id: str, key: str, added: list[str]) -> str | None:
     """``text`` with ``added`` appended to the entry's ``key`` list, touching nothing else; None if the layout is odd."""
     try:
-        entry = _entry_node(text, faq_id)
+        entry = entry_node(text, faq_id)
     except yaml.YAMLError:
         return None
     if entry is None or entry.flow_style:
@@ -296,7 +185,7 @@ def _yaml_with_items(text: str, faq_id: str, key: str, added: list[str]) -> str 
         value = entry.value[-1][1]
     else:
         return None  # an empty or null value: rewritten whole instead
-    at = _after_line(text, value.value[-1].end_mark.index if isinstance(value, yaml.SequenceNode) and value.value
+    at = after_line(text, value.value[-1].end_mark.index if isinstance(value, yaml.SequenceNode) and value.value
                      else value.end_mark.index)
     prefix = text[:at] if at == 0 or text[at - 1] == "\n" else text[:at] + "\n"
     return prefix + lines + text[at:]
@@ -340,7 +229,7 @@ def add_candidates(corpus: str | Path, texts: Sequence[str], counts: dict[str, i
             old += "\n"
         new = "".join(json.dumps({"query": t, "count": (counts or {}).get(t, 1), "noted_at": now},
                                  ensure_ascii=False) + "\n" for t in added)
-        backup = _replace(corpus, path, (old + new).encode("utf-8"))
+        backup = replace_file(corpus, path, (old + new).encode("utf-8"))
         return EditOutcome(path, backup, tuple(added), skipped)
 
 
