@@ -21,7 +21,7 @@ bin="$work/venv/bin"
 
 # None of these may come with the core (each belongs to an extra: docs/install.md).
 installed=$("$bin/python" -m pip list --format=freeze 2>/dev/null | cut -d= -f1 | tr 'A-Z_' 'a-z-')
-for heavy in torch sentence-transformers ray pyarrow matplotlib onnxruntime mcp nvidia-cublas-cu12; do
+for heavy in torch sentence-transformers ray pyarrow matplotlib mcp nvidia-cublas-cu12; do
   if grep -qx "$heavy" <<<"$installed"; then fail "the core install pulled $heavy"; fi
 done
 
@@ -72,6 +72,6 @@ assert body["decision"] == "answer" and body["results"][0]["faq_id"] == "cancel-
 EOF
 kill "$server"; wait "$server" 2>/dev/null || true; server=""
 
-echo "package-check: pip install . pulled no torch/sentence-transformers/ray/pyarrow/matplotlib/onnxruntime/mcp;"
+echo "package-check: pip install . pulled no torch/sentence-transformers/ray/pyarrow/matplotlib/mcp;"
 echo "package-check: from it alone the seed corpus built, the CLI and the served /v1/search answered: ok"
 echo "package-check: core venv size $(du -sh "$work/venv" | cut -f1)"
