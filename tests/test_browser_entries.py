@@ -9,20 +9,12 @@ import urllib.request
 import pytest
 
 from conftest import SEED_CORPUS, running_server
-from test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS  # skips this module when there is no browser
-from playwright.sync_api import expect, sync_playwright
+from test_browser import ARTIFACTS, browser  # noqa: F401 - the fixture; skips with no browser
+from playwright.sync_api import expect
 
 TOKEN = "entries-browser-token"
 QUESTION = "二级建造师继续教育学时怎么查询？"
 TRICK = '<img src=x onerror="window.pwned=1">[链接](javascript:alert(1))'
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 def _put(url: str, path: str, body: dict) -> dict:

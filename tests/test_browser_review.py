@@ -19,8 +19,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from conftest import SEED_CORPUS, running_server
-from test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS  # skips this module when there is no browser
-from playwright.sync_api import expect, sync_playwright
+from test_browser import ARTIFACTS, browser  # noqa: F401 - the fixture; skips with no browser
+from playwright.sync_api import expect
 
 from retriever.editorial.accounts import UserStore
 from retriever.editorial.audit import AuditLog
@@ -50,14 +50,6 @@ def guide_site(tmp_path):
     yield f"http://127.0.0.1:{server.server_address[1]}/guide.html"
     server.shutdown()
     server.server_close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 def _log_in(browser, url, who):
