@@ -102,26 +102,8 @@ def build_index(entries: list[FaqEntry], encoder: Encoder, out_root: str | Path,
             fast_cache = EmbeddingCache.for_index(out_root, fast_encoder, enabled=cache.folder is not None,
                                                   progress=progress, batch_size=batch_size)
             _write_fast_vectors(staging, texts, fast_cache, progress)
-        manifest = {
-            "format_version": FORMAT_VERSION,
-            "version": version,
-            "model": encoder.name,
-            "model_source": encoder.source,
-            "dim": encoder.dim,
-            "normalize_version": NORMALIZE_VERSION,
-            "corpus_checksum": checksum,
-            "counts": {"entries": len(entries), "vectors": len(texts)},
-            "vector_index": vector_index,  # flat or HNSW, and its measured recall (store/ann.py)
-            "index_answers": settings["index_answers"],
-            "default_mode": settings["default_mode"],
-            "lexical": {"tokenizer": settings["tokenizer"]},
-            "build_inputs": build_inputs(entries, encoder.name, settings),
-            "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "files": artifact_checksums(staging),
-        }
-        if fast_encoder is not None:
-            manifest["fast_model"] = {"model": fast_encoder.name, "model_source": fast_encoder.source,
-                                      "dim": fast_encoder.dim}
+        manifest = _manifest(staging, version, checksum, entries, len(texts), vector_index, encoder, settings,
+                             fast_encoder)
         _write_manifest(staging, manifest)
         if finalize is not None:  # it may add artifacts (the judge): checksum them too
             manifest = {**manifest, **finalize(staging)}
@@ -134,6 +116,33 @@ def build_index(entries: list[FaqEntry], encoder: Encoder, out_root: str | Path,
     publish(out_root, version)
     prune_versions(out_root, keep=keep_versions)
     return final
+
+
+def _manifest(staging: Path, version: str, checksum: str, entries: list[FaqEntry], vectors: int,
+              vector_index: dict[str, Any], encoder: Encoder, settings: dict[str, Any],
+              fast_encoder: Encoder | None) -> dict[str, Any]:
+    """The new version's manifest, before ``finalize`` adds the calibration."""
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "version": version,
+        "model": encoder.name,
+        "model_source": encoder.source,
+        "dim": encoder.dim,
+        "normalize_version": NORMALIZE_VERSION,
+        "corpus_checksum": checksum,
+        "counts": {"entries": len(entries), "vectors": vectors},
+        "vector_index": vector_index,  # flat or HNSW, and its measured recall (store/ann.py)
+        "index_answers": settings["index_answers"],
+        "default_mode": settings["default_mode"],
+        "lexical": {"tokenizer": settings["tokenizer"]},
+        "build_inputs": build_inputs(entries, encoder.name, settings),
+        "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "files": artifact_checksums(staging),
+    }
+    if fast_encoder is not None:
+        manifest["fast_model"] = {"model": fast_encoder.name, "model_source": fast_encoder.source,
+                                  "dim": fast_encoder.dim}
+    return manifest
 
 
 def _write_artifacts(staging: Path, entries: list[FaqEntry], cache: EmbeddingCache, settings: dict[str, Any],
