@@ -78,13 +78,8 @@ def build_from_corpus(corpus: str | Path, out: str | Path, encoder: Encoder, *, 
     identical = check_identical(entries, allow_conflicts, CONFLICTS_FIX)  # before any model time
     labelled_path = Path(labelled_path) if labelled_path else default_labelled_path(corpus)
     labelled = read_labelled(labelled_path, {e.id for e in entries}) if labelled_path else []
-    settings = {"index_answers": index_answers, "default_mode": mode,
-                "tokenizer": Tokenizer.from_corpus_dir(corpus).config(),
-                "labelled": [[q.query, q.faq_id] for q in labelled],
-                "judge": JUDGE_FORMAT,  # an index built before the judge is stale
-                "self_calibration": SELF_CALIBRATION_FORMAT if self_calibration else None}
-    if fast_encoder is not None:  # only then: an index without a fast model stays up to date
-        settings.update(fast_model=fast_encoder.name, fast_path_max_error=fast_path_max_error)
+    settings = _build_settings(corpus, mode, index_answers, labelled, self_calibration, fast_encoder,
+                               fast_path_max_error)
     if if_stale and is_up_to_date(out, entries, encoder.name, settings):
         return BuildOutcome(None, len(entries), labelled_path)
 
@@ -116,6 +111,19 @@ def build_from_corpus(corpus: str | Path, out: str | Path, encoder: Encoder, *, 
         with contextlib.suppress(OSError):  # a cache: the next build tokenizes again if it could not be saved
             tokens.save()
     return BuildOutcome(version_dir, len(entries), labelled_path)
+
+
+def _build_settings(corpus: str | Path, mode: str, index_answers: bool, labelled: Sequence[LabelledQuery],
+                    self_calibration: bool, fast_encoder: Encoder | None, fast_path_max_error: float) -> dict:
+    """What a version is built from besides its entries and model: the manifest's settings and staleness inputs."""
+    settings = {"index_answers": index_answers, "default_mode": mode,
+                "tokenizer": Tokenizer.from_corpus_dir(corpus).config(),
+                "labelled": [[q.query, q.faq_id] for q in labelled],
+                "judge": JUDGE_FORMAT,  # an index built before the judge is stale
+                "self_calibration": SELF_CALIBRATION_FORMAT if self_calibration else None}
+    if fast_encoder is not None:  # only then: an index without a fast model stays up to date
+        settings.update(fast_model=fast_encoder.name, fast_path_max_error=fast_path_max_error)
+    return settings
 
 
 def finalize_version(staging: Path, encoder: Encoder, labelled: list, progress: bool = True,
