@@ -71,7 +71,7 @@ def cmd_build(args: argparse.Namespace) -> int:
                                 allow_conflicts=args.allow_conflicts,
                                 self_calibration=not args.no_self_calibration,
                                 embedding_cache=not args.no_embedding_cache,
-                                embed_workers=args.embed_workers or usable_cores())
+                                embed_workers=args.embed_workers or usable_cores(), retrain=args.retrain)
     if outcome.version_dir is None:
         print(f"index at {args.out} is up to date ({outcome.entries} entries, model {encoder.name})")
         return 0
@@ -81,8 +81,12 @@ def cmd_build(args: argparse.Namespace) -> int:
           f"model {manifest['model']}) and made it current")
     _print_build_stages(manifest)
     _print_calibration(manifest, args.mode, outcome.labelled_path)
-    judge = manifest.get("judge")
-    if judge:
+    judge, learned = manifest.get("judge"), manifest.get("decisions_learned") or {}
+    if learned.get("reused"):
+        print(f"judge and thresholds taken over from version {learned['version']}: "
+              f"{learned['entries_changed_since']} entries changed since they were learned (they are learned "
+              f"again past 1% of the entries, or with --retrain)")
+    elif judge:
         seconds = (manifest.get("build_stages") or {}).get("judge", judge.get("seconds", 0.0))
         print(f"judge trained in {seconds} s on {sum(judge['rounds'].values())} rounds: no_match under "
               f"confidence {judge['threshold']}, held-out top-1 {judge['held_out_top1_by_judge']} by the judge, "
@@ -731,6 +735,9 @@ def _add_build_parser(commands, index_default: str, model_default: str | None) -
                        help="processes that embed texts (default: one per usable core; 1: in this process)")
     build.add_argument("--no-embedding-cache", action="store_true",
                        help="do not read or write the vectors cached under OUT/embeddings (docs/builds.md)")
+    build.add_argument("--retrain", action="store_true",
+                       help="calibrate and train the judge again even when few entries changed since the current "
+                            "version learned them (by default their judge and thresholds are taken over)")
     build.add_argument("--keep-versions", type=_positive, default=5, help="older versions are deleted")
     build.add_argument("--quiet", action="store_true", help="no progress bar")
     build.add_argument("--force", action="store_true",

@@ -21,7 +21,8 @@ from .judge import JUDGE_FORMAT
 from .judge_training import train_judge
 from .search import Searcher
 from .self_calibration import add_offtopic, calibrate_modes, load_offtopic, plan_rounds
-from .store import build_index, is_up_to_date, load_index, record_artifacts
+from .store import MANIFEST, build_index, is_up_to_date, load_index, record_artifacts
+from .store.decision_reuse import LEARNED, LearnedDecisions, learned_here, reusable_decisions, settings_digest
 from .store.embedding_cache import CachedEncoder, EmbeddingCache
 from .store.token_cache import TokenCache
 from .store.layout import JUDGE, LABELLED, LABELLED_VECTORS
@@ -57,7 +58,7 @@ def build_from_corpus(corpus: str | Path, out: str | Path, encoder: Encoder, *, 
                       fast_encoder: Encoder | None = None,
                       fast_path_max_error: float = DEFAULT_MAX_ERROR, allow_conflicts: bool = False,
                       self_calibration: bool = True, embedding_cache: bool = True,
-                      embed_workers: int = 1) -> BuildOutcome:
+                      embed_workers: int = 1, retrain: bool = False) -> BuildOutcome:
     """Validate the corpus, embed it, calibrate (on the labelled queries, the corpus itself, or both), publish.
 
     ``fast_encoder`` makes a cascade index: every text embedded by it too, and the fast path's
@@ -73,6 +74,8 @@ def build_from_corpus(corpus: str | Path, out: str | Path, encoder: Encoder, *, 
     index root's embedding cache (retriever/store/embedding_cache.py; ``embedding_cache`` False: in
     memory only), so a rebuild embeds only what changed; ``embed_workers`` > 1 spreads large batches
     over that many processes. The manifest's ``build_stages`` records the seconds of each stage.
+    When few entries changed since the current version's judge and thresholds were learned, they are
+    taken over instead of learned again (retriever/store/decision_reuse.py); ``retrain`` learns them anyway.
     """
     entries = load_corpus(corpus)
     identical = check_identical(entries, allow_conflicts, CONFLICTS_FIX)  # before any model time
@@ -83,6 +86,8 @@ def build_from_corpus(corpus: str | Path, out: str | Path, encoder: Encoder, *, 
     if if_stale and is_up_to_date(out, entries, encoder.name, settings):
         return BuildOutcome(None, len(entries), labelled_path)
 
+    learned_from = settings_digest(encoder.name, settings)
+    reuse = None if retrain else reusable_decisions(out, entries, learned_from)
     cache = EmbeddingCache.for_index(out, encoder, enabled=embedding_cache, progress=progress, batch_size=batch_size,
                                      workers=embed_workers)
     tokens = TokenCache.for_index(out, settings["tokenizer"], enabled=embedding_cache)
@@ -92,7 +97,10 @@ def build_from_corpus(corpus: str | Path, out: str | Path, encoder: Encoder, *, 
     def finalize(staging: Path) -> dict:
         stages["embed"] = time.perf_counter() - stages.pop("started")
         fields = finalize_version(staging, cache.encoder_view(), labelled, progress, fast_encoder, fast_path_max_error,
-                                  identical, self_calibration, stages, tokens, embed_workers)
+                                  identical, self_calibration, stages, tokens, embed_workers, reuse)
+        if "judge" in fields and LEARNED not in fields:
+            version = json.loads((staging / MANIFEST).read_text(encoding="utf-8"))["version"]
+            fields[LEARNED] = learned_here(version, learned_from)
         if check:
             started = time.perf_counter()
             fields = {**fields, **check(staging, fields)}
@@ -129,7 +137,8 @@ def _build_settings(corpus: str | Path, mode: str, index_answers: bool, labelled
 def finalize_version(staging: Path, encoder: Encoder, labelled: list, progress: bool = True,
                      fast_encoder: Encoder | None = None, fast_path_max_error: float = DEFAULT_MAX_ERROR,
                      identical: Sequence[IdenticalText] = (), self_calibration: bool = True,
-                     stages: dict[str, float] | None = None, tokenizer=None, workers: int = 1) -> dict:
+                     stages: dict[str, float] | None = None, tokenizer=None, workers: int = 1,
+                     reuse: LearnedDecisions | None = None) -> dict:
     """Calibrate every mode, train the judge into the staging folder and, with a fast model, calibrate
     the fast path's gate.
 
@@ -138,7 +147,8 @@ def finalize_version(staging: Path, encoder: Encoder, labelled: list, progress: 
     Returns the manifest fields to add. The labelled queries are embedded once for all of it (``encoder``
     a :class:`CachedEncoder`, or else wrapped in a :class:`QueryMemo`); ``stages`` gets the seconds of
     calibration and judge training; ``tokenizer`` replaces the index's own (a :class:`TokenCache`);
-    ``workers`` processes fit the judge's trees.
+    ``workers`` processes fit the judge's trees. ``reuse``: the judge and decision fields taken over
+    from the current version instead of learned (retriever/store/decision_reuse.py).
     Everything but the gate is learned on the full path alone (the searchers here have no cascade).
     """
     stages = {} if stages is None else stages
@@ -147,8 +157,28 @@ def finalize_version(staging: Path, encoder: Encoder, labelled: list, progress: 
     index = load_index(staging)
     if labelled:  # before the searcher, whose judge lookups then hold them (decisions without a judge do not read them)
         keep_labelled(staging, index, labelled, memo)
-    searcher = Searcher(index, memo, cascade=False, tokenizer=tokenizer)  # one searcher for all of it
     fields: dict = {"conflicts": record_conflicts(staging, index, identical)}
+    searcher = None
+    if reuse is None or fast_encoder is not None:
+        searcher = Searcher(index, memo, cascade=False, tokenizer=tokenizer)  # one searcher for all of it
+    if reuse is not None:
+        fields.update(reuse.copy_into(staging))
+        stages["calibration"] = time.perf_counter() - started
+    else:
+        fields.update(learn_decisions(searcher, staging, labelled, memo, progress, self_calibration, stages,
+                                      workers, started))
+    if fast_encoder is not None:
+        gate = calibrate_fast_path(searcher, fast_encoder, labelled, fast_path_max_error)
+        fields["fast_path"] = gate.to_dict()
+    # A check of the staging version (the publish gate) then sees them, and the fast path's gate.
+    record_artifacts(staging, {"fast_path": fields["fast_path"]} if "fast_path" in fields else None)
+    return {**fields, "build_stages": {name: round(seconds, 2) for name, seconds in stages.items()}}
+
+
+def learn_decisions(searcher: Searcher, staging: Path, labelled: list, memo: Encoder, progress: bool,
+                    self_calibration: bool, stages: dict[str, float], workers: int, started: float) -> dict:
+    """Calibrate every mode and train the judge into ``staging``; returns the manifest's decision fields."""
+    index, fields = searcher.index, {}
     kind = calibration_kind(labelled, self_calibration and len(index.entries) > 1)
     rounds = None
     if kind in ("self", "both"):
@@ -167,12 +197,7 @@ def finalize_version(staging: Path, encoder: Encoder, labelled: list, progress: 
         fields["judge"] = dict(judge.summary or {})
         stages["judge"] = time.perf_counter() - started
     fields["calibration_source"] = calibration_source(kind, labelled, rounds, fields)
-    if fast_encoder is not None:
-        gate = calibrate_fast_path(searcher, fast_encoder, labelled, fast_path_max_error)
-        fields["fast_path"] = gate.to_dict()
-    # A check of the staging version (the publish gate) then sees them, and the fast path's gate.
-    record_artifacts(staging, {"fast_path": fields["fast_path"]} if "fast_path" in fields else None)
-    return {**fields, "build_stages": {name: round(seconds, 2) for name, seconds in stages.items()}}
+    return fields
 
 
 CONFLICTS_FIX = ("Nothing was built. Remove or reword one of each (or move it to the right entry), or build with "

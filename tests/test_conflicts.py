@@ -140,6 +140,38 @@ def test_closer_elsewhere_is_the_same_in_blocks_and_fast_for_ten_thousand_texts(
     assert closer_elsewhere(small, vectors[:600], ids) == whole and len(whole) == 1
 
 
+def _closer_by_pairs(texts, vectors, ids, margin):
+    """closer_elsewhere's definition, one pair at a time: the reference for the blocked version."""
+    asking = [i for i, t in enumerate(texts) if t.field in ("question", "paraphrase")]
+    found = set()
+    for i in asking:
+        own = [j for j in asking if j != i and texts[j].entry == texts[i].entry]
+        other = [j for j in asking if texts[j].entry != texts[i].entry]
+        if texts[i].field != "paraphrase" or not own or not other:
+            continue
+        mine = max(own, key=lambda j: (float(vectors[i] @ vectors[j]), -j))
+        theirs = max(other, key=lambda j: (float(vectors[i] @ vectors[j]), -j))
+        if float(vectors[i] @ vectors[theirs]) > float(vectors[i] @ vectors[mine]) + margin:
+            found.add((ids[texts[i].entry], texts[i].text, texts[mine].text, ids[texts[theirs].entry], texts[theirs].text))
+    return found
+
+
+def test_closer_elsewhere_equals_the_pair_by_pair_definition_with_entries_interleaved(monkeypatch):
+    rng = np.random.default_rng(3)
+    centres = rng.standard_normal((30, 16))
+    owners = rng.integers(0, 30, 240)  # texts of an entry scattered over the list, not one run each
+    vectors = centres[owners] + 0.9 * rng.standard_normal((240, 16))
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    fields = ["question" if i % 6 == 0 else "answer" if i % 11 == 0 else "paraphrase" for i in range(240)]
+    texts = [Text(int(owner), field, f"t{i}") for i, (owner, field) in enumerate(zip(owners, fields))]
+    ids = [f"e{i}" for i in range(30)]
+    monkeypatch.setattr(conflicts_module, "CHUNK_ROWS", 13)
+    found = closer_elsewhere(texts, vectors, ids, margin=0.02)
+    assert len(found) > 20
+    assert {(c.faq_id, c.text, c.own_text, c.other_faq_id, c.other_text) for c in found} == \
+        _closer_by_pairs(texts, vectors, ids, 0.02)
+
+
 # --- build ------------------------------------------------------------------------------------------
 
 

@@ -189,3 +189,20 @@ def test_yaml_scalars_read_back_exactly(text):
     document = f"- k: {_yaml_scalar(text)}\n  l:\n  - {_yaml_scalar(text)}\n  f: [{_yaml_scalar(text, flow=True)}, x]\n"
     for loader in (yaml.SafeLoader, yaml.CSafeLoader):
         assert yaml.load(document, Loader=loader) == [{"k": text, "l": [text], "f": [text, "x"]}], document
+
+
+def test_an_entrys_record_holds_every_field_but_its_source():
+    """to_record is written field by field (speed): a field added to FaqEntry must reach the index too."""
+    import dataclasses
+
+    from retriever.corpus import FaqEntry
+    from retriever.corpus.schema import AnswerVersion
+
+    full = FaqEntry("e1", "问", "答", ("换个说法",), "类", ("标签",), ("不是这个",), False, "2026-01-01", "2026-12-31",
+                    (AnswerVersion("2026-06-01", "新答"),), source="faq.yaml")
+    record = full.to_record()
+    assert set(record) == {f.name for f in dataclasses.fields(FaqEntry)} - {"source"}
+    assert FaqEntry.from_record(json.loads(json.dumps(record))) == full
+    plain = FaqEntry("e2", "问", "答")
+    assert plain.to_record() == {"id": "e2", "question": "问", "answer": "答", "paraphrases": [], "category": None,
+                                 "tags": []}

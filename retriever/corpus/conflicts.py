@@ -268,34 +268,49 @@ def closer_elsewhere(texts: Sequence[IndexedTextLike], vectors: np.ndarray, entr
     ``vectors`` holds one unit vector per text, rows aligned with ``texts`` (answers and other fields are
     ignored). Entries with a single such text are skipped (nothing of their own to compare with); a text
     identical to the other entry's is left to :func:`find_identical`. Matrix products in blocks of
-    :data:`CHUNK_ROWS` rows: 20,000 texts take seconds, not a per-pair loop.
+    :data:`CHUNK_ROWS` rows, with the texts ordered by entry so that a probe's own texts are one slice
+    of its row: 20,000 texts take seconds, not a per-pair loop nor a mask per block.
     """
-    rows = np.fromiter((i for i, t in enumerate(texts) if t.field in ASKING_FIELDS), dtype=np.int64)
-    if not len(rows):
+    asking = np.fromiter((i for i, t in enumerate(texts) if t.field in ASKING_FIELDS), dtype=np.int64)
+    if not len(asking):
         return ()
+    owner = np.fromiter((texts[i].entry for i in asking), dtype=np.int64, count=len(asking))
+    order = np.argsort(owner, kind="stable")  # already so when texts come entry by entry
+    rows, entry = asking[order], owner[order]
     matrix = np.ascontiguousarray(vectors[rows], dtype=np.float32)
-    entry = np.fromiter((texts[i].entry for i in rows), dtype=np.int64, count=len(rows))
-    own_count = np.bincount(entry)[entry]
+    first, after = np.searchsorted(entry, entry, "left"), np.searchsorted(entry, entry, "right")
     probes = np.flatnonzero(np.fromiter((texts[i].field == "paraphrase" for i in rows), dtype=bool,
-                                        count=len(rows)) & (own_count > 1))
+                                        count=len(rows)) & (after - first > 1))
     found = []
     for start in tqdm(range(0, len(probes), CHUNK_ROWS), desc="conflict check", unit="block", disable=not progress):
         block = probes[start:start + CHUNK_ROWS]
         similar = matrix[block] @ matrix.T
-        same = entry[block][:, None] == entry[None, :]
-        own = np.where(same, similar, -np.inf)
-        own[np.arange(len(block)), block] = -np.inf  # not itself
-        similar[same] = -np.inf
-        own_best, other_best = own.argmax(axis=1), similar.argmax(axis=1)
-        at = np.arange(len(block))
-        for i in np.flatnonzero(similar[at, other_best] > own[at, own_best] + margin):
+        own_best, own_cosine = _own_best(similar, block, first, after)
+        other_best = similar.argmax(axis=1)  # own texts were set to -inf by _own_best
+        other_cosine = similar[np.arange(len(block)), other_best]
+        for i in np.flatnonzero(other_cosine > own_cosine + margin):
             probe, mine, theirs = (texts[rows[j]] for j in (block[i], own_best[i], other_best[i]))
             if probe.norm == theirs.norm:
                 continue
             found.append(CloserElsewhere(entry_ids[probe.entry], probe.text, mine.text,
-                                         round(float(own[i, own_best[i]]), 4), entry_ids[theirs.entry],
-                                         theirs.text, round(float(similar[i, other_best[i]]), 4)))
+                                         round(float(own_cosine[i]), 4), entry_ids[theirs.entry],
+                                         theirs.text, round(float(other_cosine[i]), 4)))
     return tuple(sorted(found, key=lambda c: c.own_cosine - c.other_cosine))
+
+
+def _own_best(similar: np.ndarray, block: np.ndarray, first: np.ndarray, after: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each probe row of ``similar``: its nearest own text (not itself) and that cosine; its own
+    texts' cells (columns ``first..after`` of the probe) are then set to -inf, leaving the others."""
+    best = np.empty(len(block), dtype=np.int64)
+    cosine = np.empty(len(block), dtype=np.float32)
+    for i, probe in enumerate(block):
+        low, high = first[probe], after[probe]
+        own = similar[i, low:high].copy()
+        own[probe - low] = -np.inf
+        best[i] = low + int(own.argmax())
+        cosine[i] = own[best[i] - low]
+        similar[i, low:high] = -np.inf
+    return best, cosine
 
 
 def check_entries(entries: Sequence[FaqEntry], encode: Callable[[list[str]], np.ndarray] | None = None,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import CorpusError
@@ -75,20 +75,20 @@ class FaqEntry:
     source: str = field(default="", compare=False)
 
     def to_record(self) -> dict[str, Any]:
-        """The entry as stored in an index (no ``source``)."""
-        record = asdict(self)
-        record.pop("source")
-        record["paraphrases"] = list(self.paraphrases)
-        record["tags"] = list(self.tags)
-        record["negatives"] = list(self.negatives)
-        if not self.negatives:
-            record.pop("negatives")  # corpora without negatives keep the checksum they had
-        if self.enabled:
-            record.pop("enabled")  # likewise corpora that disable nothing
-        record["answer_versions"] = [version.to_record() for version in self.answer_versions]
-        for key in DATED_FIELDS:
-            if not record[key]:
-                record.pop(key)  # and corpora without dates
+        """The entry as stored in an index (no ``source``). Built field by field: ``dataclasses.asdict``
+        deep-copies, and a build of 20,000 entries asks for every record several times (seconds)."""
+        record: dict[str, Any] = {"id": self.id, "question": self.question, "answer": self.answer,
+                                  "paraphrases": list(self.paraphrases), "category": self.category,
+                                  "tags": list(self.tags)}
+        if self.negatives:  # corpora without negatives keep the checksum they had
+            record["negatives"] = list(self.negatives)
+        if not self.enabled:  # likewise corpora that disable nothing
+            record["enabled"] = False
+        for key in DATED_FIELDS[:2]:  # and corpora without dates
+            if getattr(self, key):
+                record[key] = getattr(self, key)
+        if self.answer_versions:
+            record["answer_versions"] = [version.to_record() for version in self.answer_versions]
         return record
 
     @classmethod

@@ -135,7 +135,7 @@ def _manifest(staging: Path, version: str, checksum: str, entries: list[FaqEntry
         "index_answers": settings["index_answers"],
         "default_mode": settings["default_mode"],
         "lexical": {"tokenizer": settings["tokenizer"]},
-        "build_inputs": build_inputs(entries, encoder.name, settings),
+        "build_inputs": build_inputs(checksum, encoder.name, settings),
         "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "files": artifact_checksums(staging),
     }
@@ -201,9 +201,9 @@ def _write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
     manifest = with_decision_checksum(manifest)  # whatever decision fields this write adds, covered
     (folder / MANIFEST).write_text(json.dumps(manifest, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
 
-def build_inputs(entries: list[FaqEntry], model_name: str, settings: dict[str, Any]) -> str:
-    """A digest of everything a build depends on: equal digests, equal indexes."""
-    inputs = {"corpus": corpus_checksum(entries), "model": model_name, "normalize": NORMALIZE_VERSION,
+def build_inputs(checksum: str, model_name: str, settings: dict[str, Any]) -> str:
+    """A digest of everything a build depends on (``checksum``: the corpus's): equal digests, equal indexes."""
+    inputs = {"corpus": checksum, "model": model_name, "normalize": NORMALIZE_VERSION,
               "format": FORMAT_VERSION, **settings}
     return hashlib.sha256(json.dumps(inputs, ensure_ascii=False, sort_keys=True).encode()).hexdigest()
 
@@ -214,4 +214,4 @@ def is_up_to_date(out_root: str | Path, entries: list[FaqEntry], model_name: str
         manifest = read_manifest(out_root)
     except IndexLoadError:
         return False
-    return manifest.get("build_inputs") == build_inputs(entries, model_name, with_defaults(settings))
+    return manifest.get("build_inputs") == build_inputs(corpus_checksum(entries), model_name, with_defaults(settings))
