@@ -50,7 +50,7 @@ def test_a_user_logs_in_with_name_and_password_and_the_session_names_them(site):
     client = site["app"]().test_client()
     assert login(client, "zhang") == {"editor": True, "user": "zhang", "roles": ["editor"]}
     assert client.get("/admin/api/me").get_json() == {"user": "zhang", "roles": ["editor"], "via": "session",
-                                                      "users_file": True, "audit_log": True}
+                                                      "users_file": True, "own_password": True, "audit_log": True}
     assert client.get("/admin/api/session").get_json()["editor"] is True
     assert "zhang-password" not in client.get_cookie("retriever_workbench", path="/admin").value
     last = site["audit"].read(limit=1)[0]
@@ -125,6 +125,62 @@ def test_a_new_password_or_disabling_ends_the_users_sessions_and_token(site):
     refused = app.test_client().post("/admin/login", headers=BENCH, json={"name": "zhang",
                                                                           "password": "a-new-password-4"})
     assert refused.status_code == 401
+
+
+def test_a_user_changes_their_own_password_this_session_goes_on_the_others_end(site):
+    app = site["app"]()
+    here, elsewhere = app.test_client(), app.test_client()
+    login(here, "zhang")
+    login(elsewhere, "zhang")
+    assert here.get("/admin/api/me").get_json()["own_password"] is True
+    changed = here.post("/admin/api/me/password", headers=BENCH,
+                        json={"current_password": PASSWORDS["zhang"], "new_password": "zhang-new-password-5"})
+    assert changed.status_code == 200, changed.get_json()
+    assert changed.get_json()["name"] == "zhang" and "hash" not in json.dumps(changed.get_json())
+    assert here.get("/admin/api/me").get_json()["user"] == "zhang"  # renewed with the new password
+    assert elsewhere.get("/admin/api/me").status_code == 401  # made with the old one
+    assert site["store"].authenticate("zhang", "zhang-new-password-5") is not None
+    assert site["store"].authenticate("zhang", PASSWORDS["zhang"]) is None
+    last = site["audit"].read(limit=1)[0]
+    assert (last["actor"], last["action"], last["user"]) == ("zhang", "user.password_changed", "zhang")
+    assert "zhang-new-password-5" not in site["audit"].path.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("body, status, code, field", [
+    ({"current_password": "not-my-password-0", "new_password": "a-new-password-6"}, 403, "wrong_password",
+     "current_password"),
+    ({"current_password": PASSWORDS["li"], "new_password": "short"}, 400, "invalid_password", "new_password"),
+    ({"current_password": PASSWORDS["li"]}, 400, "invalid_user", "new_password"),
+    ({"current_password": PASSWORDS["li"], "new_password": "x" * 300}, 400, "invalid_user", "new_password"),
+    ({"current_password": PASSWORDS["li"], "new_password": "a-new-password-6", "user": "wang"}, 400, "invalid_user",
+     "user"),
+])
+def test_a_bad_own_password_change_names_the_problem_and_changes_nothing(site, body, status, code, field):
+    client = site["app"]().test_client()
+    login(client, "li")
+    refused = client.post("/admin/api/me/password", headers=BENCH, json=body)
+    assert (refused.status_code, refused.get_json()["error"]) == (status, code)
+    assert field in refused.get_json()["message"]
+    assert site["store"].authenticate("li", PASSWORDS["li"]) is not None
+    assert client.get("/admin/api/me").status_code == 200
+    if code == "wrong_password":
+        last = site["audit"].read(limit=1)[0]
+        assert (last["actor"], last["action"]) == ("li", "user.password_change_failed")
+
+
+def test_the_admin_token_has_no_own_password_and_a_cookie_write_needs_the_header(site):
+    app = site["app"]()
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    assert app.test_client().get("/admin/api/me", headers=bearer).get_json()["own_password"] is False
+    refused = app.test_client().post("/admin/api/me/password", headers=bearer,
+                                     json={"current_password": TOKEN, "new_password": "a-new-password-7"})
+    assert (refused.status_code, refused.get_json()["error"]) == (409, "no_own_password")
+    client = app.test_client()
+    login(client, "zhang")
+    no_header = client.post("/admin/api/me/password",
+                            json={"current_password": PASSWORDS["zhang"], "new_password": "a-new-password-7"})
+    assert (no_header.status_code, no_header.get_json()["error"]) == (403, "missing_csrf_header")
+    assert app.test_client().post("/admin/api/me/password", headers=BENCH, json={}).status_code == 401
 
 
 # --- roles ---------------------------------------------------------------------------------------
@@ -432,45 +488,84 @@ def served_site(site):
     thread.join(timeout=10)
 
 
-def test_the_admin_adds_a_user_in_the_browser_and_a_reviewer_sees_it_in_the_audit_log(served_site, site):
+@pytest.fixture()
+def chromium():
+    """A real Chromium (skipped where none is installed; CI requires it), and Playwright's expect."""
     import shutil as which
 
-    chromium = which.which("chromium") or which.which("chromium-browser")
+    executable = which.which("chromium") or which.which("chromium-browser")
     playwright = pytest.importorskip("playwright.sync_api")
-    if chromium is None:
+    if executable is None:
         pytest.skip("Chromium is not installed (apt-get install chromium)")
     from test_browser import CHROMIUM_ARGS
 
-    expect = playwright.expect
     with playwright.sync_playwright() as driver:
-        browser = driver.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        page = browser.new_page(locale="zh-CN")
-        page.goto(served_site + "/admin")
-        page.locator("#login-name").fill("wang")
-        page.locator("#login-password").fill(PASSWORDS["wang"])
-        page.get_by_role("button", name="登录").click()
-        expect(page.locator("#whoami")).to_have_text("wang（管理员）", timeout=15_000)
-        expect(page.locator("#users tr[data-user=li]")).to_be_visible()
-        page.locator("#user-name").fill("zhao")
-        page.locator("#user-password").fill("zhao-password-1")
-        page.get_by_role("button", name="添加用户").click()
-        expect(page.locator("#users-notice")).to_have_text("已添加 zhao（编辑）")
-        expect(page.locator("#users tr[data-user=zhao]")).to_contain_text("有密码")
-        page.get_by_role("button", name="退出登录").click()
-        page.locator("#login-name").fill("li")
-        page.locator("#login-password").fill(PASSWORDS["li"])
-        page.get_by_role("button", name="登录").click()
-        expect(page.locator("#whoami")).to_have_text("li（审核）", timeout=15_000)
-        expect(page.locator("#users-panel")).to_be_hidden()
-        rows = page.locator("#audit-table tr")
-        expect(rows.nth(1)).to_contain_text("登录")  # li's own login, newest first
-        page.locator("#audit-action").fill("user")
-        page.locator("#audit-form button[type=submit]").click()
-        expect(rows).to_have_count(2)
-        expect(rows.nth(1)).to_contain_text("wang")
-        expect(rows.nth(1)).to_contain_text("添加用户")
-        expect(rows.nth(1)).to_contain_text('"user":"zhao"')
-        export = page.locator("#audit-export-csv").get_attribute("href")
+        browser = driver.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        yield browser, playwright.expect
         browser.close()
+
+
+def test_the_admin_adds_a_user_in_the_browser_and_a_reviewer_sees_it_in_the_audit_log(served_site, site, chromium):
+    browser, expect = chromium
+    page = browser.new_page(locale="zh-CN")
+    page.goto(served_site + "/admin")
+    page.locator("#login-name").fill("wang")
+    page.locator("#login-password").fill(PASSWORDS["wang"])
+    page.get_by_role("button", name="登录").click()
+    expect(page.locator("#whoami")).to_have_text("wang（管理员）", timeout=15_000)
+    expect(page.locator("#users tr[data-user=li]")).to_be_visible()
+    page.locator("#user-name").fill("zhao")
+    page.locator("#user-password").fill("zhao-password-1")
+    page.get_by_role("button", name="添加用户").click()
+    expect(page.locator("#users-notice")).to_have_text("已添加 zhao（编辑）")
+    expect(page.locator("#users tr[data-user=zhao]")).to_contain_text("有密码")
+    page.get_by_role("button", name="退出登录").click()
+    page.locator("#login-name").fill("li")
+    page.locator("#login-password").fill(PASSWORDS["li"])
+    page.get_by_role("button", name="登录").click()
+    expect(page.locator("#whoami")).to_have_text("li（审核）", timeout=15_000)
+    expect(page.locator("#users-panel")).to_be_hidden()
+    rows = page.locator("#audit-table tr")
+    expect(rows.nth(1)).to_contain_text("登录")  # li's own login, newest first
+    page.locator("#audit-action").fill("user")
+    page.locator("#audit-form button[type=submit]").click()
+    expect(rows).to_have_count(2)
+    expect(rows.nth(1)).to_contain_text("wang")
+    expect(rows.nth(1)).to_contain_text("添加用户")
+    expect(rows.nth(1)).to_contain_text('"user":"zhao"')
+    export = page.locator("#audit-export-csv").get_attribute("href")
     assert export == "/admin/api/audit/export?action=user&format=csv"
     assert UserStore(site["store"].path).authenticate("zhao", "zhao-password-1").roles == ("editor",)
+
+
+def test_a_user_changes_their_own_password_in_the_browser(served_site, site, chromium):
+    browser, expect = chromium
+    page = browser.new_page(locale="zh-CN")
+    page.goto(served_site + "/admin")
+    page.locator("#login-name").fill("zhang")
+    page.locator("#login-password").fill(PASSWORDS["zhang"])
+    page.get_by_role("button", name="登录").click()
+    expect(page.locator("#whoami")).to_have_text("zhang（编辑）", timeout=15_000)
+    expect(page.locator("#own-password-form")).to_be_hidden()
+    page.get_by_role("button", name="修改密码").click()
+    page.locator("#own-password-current").fill(PASSWORDS["zhang"])
+    page.locator("#own-password-new").fill("zhang-browser-pass-8")
+    page.locator("#own-password-repeat").fill("zhang-browser-pass-9")
+    page.get_by_role("button", name="保存新密码").click()
+    expect(page.locator("#own-password-notice")).to_have_text("两次输入的新密码不一致")
+    page.locator("#own-password-current").fill("not-my-password-0")
+    page.locator("#own-password-repeat").fill("zhang-browser-pass-8")
+    page.get_by_role("button", name="保存新密码").click()
+    expect(page.locator("#own-password-notice")).to_have_text("current_password: 当前密码不正确")
+    page.locator("#own-password-current").fill(PASSWORDS["zhang"])
+    page.get_by_role("button", name="保存新密码").click()
+    expect(page.locator("#own-password-notice")).to_contain_text("密码已修改")
+    expect(page.locator("#own-password-form")).to_be_hidden()
+    page.reload()  # the session goes on with the new password
+    expect(page.locator("#whoami")).to_have_text("zhang（编辑）", timeout=15_000)
+    page.get_by_role("button", name="退出登录").click()
+    page.locator("#login-name").fill("zhang")
+    page.locator("#login-password").fill("zhang-browser-pass-8")
+    page.get_by_role("button", name="登录").click()
+    expect(page.locator("#whoami")).to_have_text("zhang（编辑）", timeout=15_000)
+    assert site["store"].authenticate("zhang", PASSWORDS["zhang"]) is None

@@ -182,7 +182,11 @@ def _review(expect, admin, models):
 
 def _users_and_audit(expect, admin, models):
     """The users and audit routes (retriever/http/users.py), last: a user in the file turns review on."""
-    assert expect("who_am_i", admin, 200, models.Me).user == "admin"
+    me = expect("who_am_i", admin, 200, models.Me)
+    assert me.user == "admin" and me.own_password is False
+    refused = expect("change_own_password", admin, 409, models.Error, body=models.PasswordChange(
+        current_password="x", new_password="a-new-password-1"))
+    assert refused.error == "no_own_password"  # the admin token has no password
     created = expect("create_user", admin, 201, models.UserCreated, body=models.NewUser(
         name="zhang", roles=[models.NewUserRolesItem.EDITOR], password="zhang-password-1"))
     assert created.user.name == "zhang" and created.token is None

@@ -236,6 +236,36 @@ def _password_login(body: dict[str, Any]) -> Actor:
     return Actor.of(user, "session")
 
 
+# --- your own password --------------------------------------------------------------------------
+
+
+def acting_user() -> User | None:
+    """The users-file user this request acts as (after :func:`require_login`); None for the admin token."""
+    actor = current_actor()
+    if actor is None or actor.via == "token" or (actor.via == "session" and session.get(SESSION_USER) is None):
+        return None
+    return _users().get(actor.name)
+
+
+def change_own_password(user: User, current: str, new: str) -> User:
+    """Set ``user``'s new password once ``current`` is theirs: a wrong one is 403, counted as a guess
+    and audited. Their other sessions end (made with the old password); this one is renewed."""
+    _wait_if_guessing(TOO_MANY_LOGINS)
+    store = user_store()
+    if _checked(lambda users: users.authenticate(user.name, current)) is None:
+        _guesses().record(request.remote_addr or "", time.monotonic())
+        audit("user.password_change_failed", user=user.name, client=request.remote_addr)
+        raise ApiError(403, "wrong_password", "current_password: 当前密码不正确")
+    try:
+        changed = store.update(user.name, password=new)
+    except AccountError as exc:
+        raise ApiError(503 if exc.kind == "unreadable" else 400, "invalid_password", f"new_password: {exc}") from None
+    if session.get(SESSION_USER) == user.name:
+        _sessions().end(session.get(SESSION_ID))
+        start_session(Actor.of(changed, "session"), changed)
+    return changed
+
+
 # --- who may: every /admin/api route asks first ---------------------------------------------------
 
 

@@ -17,7 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..editorial.accounts import MAX_PASSWORD_CHARS, ROLES, AccountError, UserStore
 from ..editorial.audit import MAX_READ, AuditError
-from .access import audit, audit_log, require_login, require_role, user_store
+from .access import (acting_user, audit, audit_log, change_own_password, require_login, require_role,
+                     user_store)
 from .errors import ApiError
 from .parsing import json_body
 from .state import state
@@ -83,7 +84,17 @@ class Me(BaseModel):
     roles: list[Role]
     via: Literal["session", "token", "user_token"]
     users_file: bool = Field(description="users can be managed here (a users file is configured)")
+    own_password: bool = Field(description="this user can change their own password here "
+                                           "(a users-file user with a password; not the admin token)")
     audit_log: bool = Field(description="changes are recorded in an audit log")
+
+
+class PasswordChange(BaseModel):
+    """Your own new password, with the current one."""
+
+    model_config = ConfigDict(extra="forbid")
+    current_password: str = Field(min_length=1, max_length=MAX_PASSWORD_CHARS)
+    new_password: str = Field(min_length=1, max_length=MAX_PASSWORD_CHARS)
 
 
 class AuditRecord(BaseModel):
@@ -137,8 +148,22 @@ def _keep_admin() -> bool:
 def me():
     """The user this session or token acts as, and their roles."""
     actor = require_login()
+    user = acting_user()
     return jsonify(Me(user=actor.name, roles=list(actor.roles), via=actor.via, users_file=user_store() is not None,
-                      audit_log=audit_log() is not None).model_dump())
+                      own_password=bool(user and user.password), audit_log=audit_log() is not None).model_dump())
+
+
+@bp.post("/admin/api/me/password")
+def change_password():
+    """Change your own password, the current one given: your other sessions end, this one goes on."""
+    require_login()
+    user = acting_user()
+    if user is None:
+        raise ApiError(409, "no_own_password", "管理令牌没有密码可改；用户的密码由管理员在用户面板中设置")
+    change = _body(PasswordChange)
+    changed = change_own_password(user, change.current_password, change.new_password)
+    audit("user.password_changed", user=user.name)
+    return jsonify(changed.public())
 
 
 # --- users (admin) -------------------------------------------------------------------------------
@@ -367,6 +392,13 @@ def openapi_paths(components, error: dict) -> dict:
     return {
         "/admin/api/me": {"get": op("whoAmI", "The user this session or token acts as", {
             "200": _json(components.ref(Me), "the user and their roles"), **errors(_QUERY_STRING[0])})},
+        "/admin/api/me/password": {"post": op("changeOwnPassword", "Change your own password (the current one given)", {
+            "200": _json(user, "you, with the new password (this session goes on, your others end)"),
+            **{**errors(*_BODY, own=(400,)),
+               "403": _json(error, "the current password is wrong (wrong_password), or a cookie write without the "
+                                   "workbench header"),
+               "409": _json(error, "the admin token has no password to change (no_own_password)")}},
+            requestBody={"required": True, **_json(components.ref(PasswordChange), "")})},
         "/admin/api/users": {
             "get": op("listUsers", "Every user (admin)", {
                 "200": _json(components.ref(UsersList), "the users, by name"), **errors(*_QUERY_STRING)}),

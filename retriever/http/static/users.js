@@ -31,6 +31,7 @@
     api("GET", "/admin/api/me").then(function (me) {
       $("whoami").textContent = me.user + "（" + roleNames(me.roles) + "）";
       $("whoami").hidden = false;
+      $("own-password").hidden = !me.own_password;
       var admin = me.roles.indexOf("admin") >= 0;
       $("users-panel").hidden = !(admin && me.users_file);
       if (admin && me.users_file) loadUsers();
@@ -41,6 +42,9 @@
   function loggedOut() {
     $("whoami").hidden = true;
     $("whoami").textContent = "";
+    $("own-password").hidden = true;
+    showPasswordForm(false);
+    passwordNotice("", false);
     $("users-panel").hidden = true;
     announce(null);
   }
@@ -49,6 +53,40 @@
   new MutationObserver(function () {
     if ($("bench").hidden) loggedOut(); else loggedIn();
   }).observe($("bench"), { attributes: true, attributeFilter: ["hidden"] });
+
+  // --- your own password ------------------------------------------------------------------------
+
+  function showPasswordForm(shown) {
+    $("own-password-form").hidden = !shown;
+    $("own-password").setAttribute("aria-expanded", String(shown));
+    ["own-password-current", "own-password-new", "own-password-repeat"].forEach(function (id) { $(id).value = ""; });
+    if (shown) $("own-password-current").focus();
+  }
+
+  function passwordNotice(text, isError) {
+    $("own-password-notice").textContent = text;
+    $("own-password-notice").className = "notice" + (isError ? " error" : "");
+  }
+
+  $("own-password").addEventListener("click", function () {
+    passwordNotice("", false);
+    showPasswordForm($("own-password-form").hidden);
+  });
+
+  $("own-password-form").addEventListener("submit", function (event) {
+    event.preventDefault();
+    var fresh = $("own-password-new").value;
+    if (fresh !== $("own-password-repeat").value) {
+      passwordNotice("两次输入的新密码不一致", true);
+      return;
+    }
+    api("POST", "/admin/api/me/password", { current_password: $("own-password-current").value, new_password: fresh })
+      .then(function () {
+        showPasswordForm(false);
+        passwordNotice("密码已修改：用旧密码登录的其他会话已退出", false);
+      })
+      .catch(function (error) { passwordNotice(error.message, true); });
+  });
 
   // --- the users --------------------------------------------------------------------------------
 
