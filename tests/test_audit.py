@@ -235,3 +235,32 @@ def test_a_reload_is_audited_as_the_admin(served):
     record = served["trail"].read(limit=1)[0]
     assert (record["actor"], record["action"], record["version"]) == ("admin", "reload",
                                                                       served["holder"].current.version)
+
+
+def test_an_admin_users_token_reloads_audited_by_name_and_an_editors_is_refused(served):
+    store = UserStore(served["trail"].path.parent / "users.json")
+    store.add("wang", ["admin"], "wang-password-1")
+    admin_token, editor_token = store.issue_token("wang"), store.issue_token("zhang")
+    client = served["client"]
+    response = client.post("/admin/reload", headers={"Authorization": f"Bearer {admin_token}"})
+    assert response.status_code == 200, response.get_json()
+    record = served["trail"].read(limit=1)[0]
+    assert (record["actor"], record["action"]) == ("wang", "reload")
+    refused = client.post("/admin/reload", headers={"Authorization": f"Bearer {editor_token}"})
+    assert (refused.status_code, refused.get_json()["error"]) == (403, "forbidden_role")
+    wrong = client.post("/admin/reload", headers={"Authorization": "Bearer frt_not-a-token"})
+    assert (wrong.status_code, wrong.get_json()["error"]) == (401, "unauthorized")
+
+
+def test_without_an_admin_token_an_admin_user_still_reloads(tmp_path, seed_index, encoder):
+    holder = SearcherHolder(seed_index, lambda folder: Searcher.load(folder, encoder))
+    holder.load_initial()
+    store = UserStore(tmp_path / "users.json")
+    store.add("wang", ["admin"], "wang-password-1")
+    token = store.issue_token("wang")
+    config = ServiceConfig(users_file=str(store.path), audit_log=str(tmp_path / "audit.jsonl"), rate_limit=None)
+    client = create_app(holder, config).test_client()
+    assert client.post("/admin/reload", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    wrong = client.post("/admin/reload", headers={"Authorization": "Bearer frt_wrong"})
+    assert (wrong.status_code, wrong.get_json()["error"]) == (401, "unauthorized")
+    assert client.post("/admin/reload").status_code == 403  # nothing sent: the admin token is off

@@ -33,7 +33,8 @@ OPERATIONS = [("/v1/search", "GET"), ("/v1/search", "POST"), ("/v1/classify", "P
               ("/admin/api/entries/{faq_id}/disable", "POST"), ("/admin/api/entries/{faq_id}/enable", "POST"),
               ("/admin/api/draft/search", "POST"),
               # users and the audit log (retriever/http/users.py)
-              ("/admin/api/me", "GET"), ("/admin/api/users", "GET"), ("/admin/api/users", "POST"),
+              ("/admin/api/me", "GET"), ("/admin/api/me/password", "POST"), ("/admin/api/users", "GET"),
+              ("/admin/api/users", "POST"),
               ("/admin/api/users/{name}", "GET"), ("/admin/api/users/{name}", "PATCH"),
               ("/admin/api/users/{name}", "DELETE"), ("/admin/api/users/{name}/token", "POST"),
               ("/admin/api/users/{name}/token", "DELETE"), ("/admin/api/audit", "GET"),

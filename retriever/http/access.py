@@ -286,6 +286,30 @@ def _bearer_actor(authorization: str) -> Actor:
     return Actor.of(user, "user_token")
 
 
+def admin_bearer() -> str:
+    """Who calls a bearer-only admin route (``POST /admin/reload``): ``admin`` for the admin token, or an
+    admin user's name for their API token. Anything else gets the admin token's own answers (401, 403
+    ``admin_disabled``, 429), or 403 ``forbidden_role`` for another user's token."""
+    authorization = request.headers.get("Authorization", "")
+    supplied = authorization.removeprefix("Bearer ") if authorization.startswith("Bearer ") else ""
+    token = state().config.admin_token
+    is_admin_token = bool(token) and hmac.compare_digest(supplied.encode("utf-8", "replace"), token.encode())
+    if supplied and not is_admin_token:
+        _wait_if_guessing(TokenMessages().too_many)  # the API's own words, as check_admin_token's
+        user = _checked(lambda store: store.by_token(supplied)) if supplied.isascii() else None
+        if user is not None:
+            if not user.holds("admin"):
+                raise ApiError(403, "forbidden_role", f"user {user.name} does not hold the admin role")
+            g.actor = Actor.of(user, "user_token")
+            return user.name
+        if not token and _users():  # users only: a wrong token is a wrong token, counted
+            _guesses().record(request.remote_addr or "", time.monotonic())
+            raise ApiError(401, "unauthorized", "send 'Authorization: Bearer <an admin user's API token>'")
+    check_admin_token(supplied)
+    g.actor = Actor.legacy_admin("token")
+    return LEGACY_ADMIN
+
+
 def current_actor() -> Actor | None:
     """Who this request acts as, once :func:`require_role` let it in (None before)."""
     return g.get("actor")

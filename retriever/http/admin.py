@@ -136,32 +136,27 @@ def check_admin_token(supplied: str, messages: TokenMessages = TokenMessages()) 
         raise ApiError(401, messages.wrong_code, messages.wrong)
 
 
-def _require_token() -> None:
-    supplied = request.headers.get("Authorization", "")
-    check_admin_token(supplied.removeprefix("Bearer ") if supplied.startswith("Bearer ") else "")
-
-
 @bp.post("/admin/reload")
 def reload():
     """Load each collection's current version beside the served one and swap, in every worker of the server.
 
     One collection: its outcome. Several: ``{"collections": {name: outcome or {"error", "message"}}}``.
     """
-    _require_token()
-    from .access import LEGACY_ADMIN, audit_as  # access builds on this module: imported when used
+    from .access import admin_bearer, audit_as  # access builds on this module: imported when used
 
+    actor = admin_bearer()  # the admin token, or an admin user's API token
     registry = state().collections
     names = registry.names()
     if len(names) == 1:
         try:
             outcome = registry.holder(names[0]).reload_everywhere()
         except ReloadRefused as exc:
-            audit_as(LEGACY_ADMIN, "reload.refused", collection=names[0], message=exc.public)
+            audit_as(actor, "reload.refused", collection=names[0], message=exc.public)
             raise ApiError(409, "reload_refused", exc.public) from None  # counted by the holder, logged with paths
-        audit_as(LEGACY_ADMIN, "reload", collection=names[0], version=outcome.get("version"))
+        audit_as(actor, "reload", collection=names[0], version=outcome.get("version"))
         return jsonify(outcome)
     # Only the collections whose version changed are reloaded; those not loaded load CURRENT on first use.
     outcome = {"collections": registry.reload_changed()}
-    audit_as(LEGACY_ADMIN, "reload", collections={name: result.get("version") for name, result in
+    audit_as(actor, "reload", collections={name: result.get("version") for name, result in
                                                   outcome["collections"].items() if isinstance(result, dict)})
     return jsonify(outcome)

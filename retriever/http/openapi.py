@@ -25,7 +25,8 @@ ADMIN_TOKEN = "adminToken"
 DIFY_API_KEY = "difyApiKey"
 SECURITY_SCHEMES = {
     ADMIN_TOKEN: {"type": "http", "scheme": "bearer",
-                  "description": "RETRIEVER_ADMIN_TOKEN, for /admin/* (unset: those routes answer 403)"},
+                  "description": "RETRIEVER_ADMIN_TOKEN, or a user's own API token (docs/accounts.md), for "
+                                 "/admin/*: each route names the role it needs (no admin token and no users: 403)"},
     DIFY_API_KEY: {"type": "http", "scheme": "bearer",
                    "description": "one of RETRIEVER_API_KEYS, the API key Dify sends to POST /retrieval"},
 }
@@ -230,7 +231,8 @@ def _operations_paths(components: _Components, error: dict) -> dict:
         "/openapi.json": {"get": _operation("openapiDocument", "operations", "This document", {
             "200": _json({"type": "object"}, "OpenAPI 3.1")})},
         "/admin/reload": {"post": _operation(
-            "reloadIndex", "admin", "Load the current index version beside the served one and swap",
+            "reloadIndex", "admin", "Load the current index version beside the served one and swap (the admin "
+                                    "token or an admin user's API token)",
             {"200": _json(components.ref(ReloadResponse), "what each collection (and worker) serves now"),
              **_errors(error, 401, 403, 409, 429, *_ANY_REQUEST)},
             security=[{ADMIN_TOKEN: []}])},
