@@ -4,7 +4,8 @@ Against a real server (gunicorn, 2 workers, 127.0.0.1) on the Tianchi nCoV index
 query1 texts as entries), with the rate limit off:
 
 1. bare-encoder capacity: cores / the median time the model takes to embed one query alone;
-2. capacity under load: closed-loop clients sending distinct uncached queries, requests/s;
+2. capacity under load: closed-loop clients sending distinct uncached queries, requests/s, and the
+   server's CPU milliseconds per request (its master and workers, from /proc);
 3. open-loop Poisson arrivals at 25/50/80/100% of that capacity, each query drawn from a Zipf
    distribution (s=1) over the distinct query2 texts (>= 2,000), with the answer cache off and on.
    Latency counts from each request's scheduled arrival, so a backlog shows (no coordinated omission).
@@ -75,9 +76,9 @@ def bare_encoder_capacity(encoder, queries: list[str]) -> tuple[float, float]:
 
 
 def capacity_rounds(index: Path, encoder, queries: list[str], rounds: int, clients: int,
-                    seconds: float) -> list[tuple[float, float, float, float]]:
+                    seconds: float) -> list[tuple[float, ...]]:
     """Rounds of (single-query encoder seconds, bare capacity, server capacity, the same without query
-    batching), measured back to back.
+    batching, and each server's CPU milliseconds per request), measured back to back.
 
     The machine is shared: measuring the capacities minutes apart lets other work skew their ratio,
     so each round measures all three, with the servers idle while the encoder is timed.
@@ -92,12 +93,24 @@ def capacity_rounds(index: Path, encoder, queries: list[str], rounds: int, clien
             # The encoder is timed on the queries the servers get (spread over the ~1,000 a round takes):
             # the query texts' lengths vary along the file, and the model's time with them.
             single, bare = bare_encoder_capacity(encoder, fresh[:1000:10])
-            capacities = [closed_loop_capacity(server.port, fresh, clients, seconds) for server in (batched, unbatched)]
-            measured.append((single, bare, *capacities))
+            (rate, cpu), (unbatched_rate, unbatched_cpu) = [
+                capacity_and_cpu(server, fresh, clients, seconds) for server in (batched, unbatched)]
+            measured.append((single, bare, rate, unbatched_rate, cpu, unbatched_cpu))
     finally:
         batched.stop()
         unbatched.stop()
     return measured
+
+
+def capacity_and_cpu(server: "Server", queries: list[str], clients: int, seconds: float) -> tuple[float, float]:
+    """(requests/s of the closed loop, the server's CPU milliseconds per request: master and workers).
+
+    CPU per request is what a core buys: other work on a shared machine takes cores (req/s falls)
+    but far less of a request's CPU time, so its ratio between models is the steadier one."""
+    before, started = server.cpu_seconds(), time.perf_counter()
+    rate = closed_loop_capacity(server.port, queries, clients, seconds)
+    requests = rate * (time.perf_counter() - started)
+    return rate, 1000 * (server.cpu_seconds() - before) / max(requests, 1)
 
 
 def path_for(query: str) -> str:
@@ -118,9 +131,23 @@ class Server(ServerProcess):
         return {line.split("{", 1)[1].split("}")[0]: float(line.rsplit(" ", 1)[1])
                 for line in text.splitlines() if line.startswith(name + "{")}
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU seconds of the server's master and its workers so far (Linux /proc)."""
+        master = self.process.pid
+        children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+        return sum(_cpu_seconds(pid) for pid in (master, *map(int, children)))
+
     def stop(self) -> None:
         super().stop()
         self.metrics_dir.cleanup()
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:  # a worker that just exited
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _send(connection: http.client.HTTPConnection, path: str) -> tuple[http.client.HTTPConnection, bool]:
@@ -246,7 +273,7 @@ def main() -> None:
         encoder = load_encoder(args.model, threads=1)
         build_index(entries, encoder, index, settings={"index_answers": False}, progress=False)
         rounds = capacity_rounds(index, encoder, queries, args.rounds, args.capacity_clients, args.capacity_seconds)
-        capacity = statistics.median(server for _, _, server, _ in rounds)
+        capacity = statistics.median(server for _, _, server, *_ in rounds)
         load = os.getloadavg()[0]
         uncached, _ = run_levels(index, queries, capacity, levels, args.seconds, cache_size=0)
         cached, lookups = run_levels(index, queries, capacity, levels, args.seconds, cache_size=1024)
@@ -256,15 +283,15 @@ def main() -> None:
           f"after the capacity rounds")
     print(f"\nCapacity, {args.capacity_clients} closed-loop clients on distinct uncached queries, "
           f"{args.capacity_seconds:g} s, beside the bare encoder (cores / single-query time), round by round")
-    print("| round | encoder ms/query | bare-encoder capacity q/s | server req/s (default) | ratio "
-          "| server req/s, RETRIEVER_QUERY_BATCH=1 | ratio |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
-    for number, (single, bare, server, unbatched) in enumerate(rounds, 1):
-        print(f"| {number} | {single * 1000:.1f} | {bare:.1f} | {server:.1f} | {server / bare:.0%} "
-              f"| {unbatched:.1f} | {unbatched / bare:.0%} |")
-    ratio = statistics.median(server / bare for _, bare, server, _ in rounds)
-    unbatched_ratio = statistics.median(unbatched / bare for _, bare, _, unbatched in rounds)
-    gain = statistics.median(server / unbatched for _, _, server, unbatched in rounds)
+    print("| round | encoder ms/query | bare-encoder capacity q/s | server req/s (default) | ratio | server CPU ms/req "
+          "| server req/s, RETRIEVER_QUERY_BATCH=1 | ratio | CPU ms/req |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for number, (single, bare, server, unbatched, cpu, unbatched_cpu) in enumerate(rounds, 1):
+        print(f"| {number} | {single * 1000:.1f} | {bare:.1f} | {server:.1f} | {server / bare:.0%} | {cpu:.2f} "
+              f"| {unbatched:.1f} | {unbatched / bare:.0%} | {unbatched_cpu:.2f} |")
+    ratio = statistics.median(server / bare for _, bare, server, *_ in rounds)
+    unbatched_ratio = statistics.median(unbatched / bare for _, bare, _, unbatched, *_ in rounds)
+    gain = statistics.median(server / unbatched for _, _, server, unbatched, *_ in rounds)
     print(f"median ratio to the bare encoder: {ratio:.0%} (query batching off: {unbatched_ratio:.0%}; batching "
           f"gain {gain:.2f}x); load levels below are fractions of the median server capacity, {capacity:.1f} req/s")
     print_rows("Answer cache off (RETRIEVER_CACHE_SIZE=0)", uncached)

@@ -29,6 +29,22 @@ def best_per_entry(scores: Sequence[float], text_ids: Sequence[int], text_entry:
     Returns up to ``top_k`` ``(entry, score, text_id)`` tuples, best first.
     FAISS pads missing results with id -1; those are skipped.
     """
+    scores, text_ids = np.asarray(scores), np.asarray(text_ids)
+    if scores.dtype.kind != "f" or text_ids.dtype.kind not in "iu" or np.isnan(scores).any():
+        return _best_per_entry_loop(scores, text_ids, text_entry, top_k)  # e.g. NaN: compared as the loop does
+    found = text_ids >= 0
+    scores, text_ids = scores[found], text_ids[found]
+    entries = text_entry[text_ids]
+    # Each entry's best text: the highest score, among equal scores the first listed (as the loop keeps it).
+    order = np.lexsort((np.arange(len(text_ids)), -scores, entries))
+    first = order[np.concatenate([[True], entries[order[1:]] != entries[order[:-1]]])] if len(order) else order
+    ranked = first[np.lexsort((entries[first], -scores[first]))][:top_k]  # best first, ties by entry number
+    return [(int(entries[i]), float(scores[i]), int(text_ids[i])) for i in ranked]
+
+
+def _best_per_entry_loop(scores: Sequence[float], text_ids: Sequence[int], text_entry: np.ndarray,
+                         top_k: int) -> list[tuple[int, float, int]]:
+    """:func:`best_per_entry` one candidate at a time (the reference; it also handles NaN scores)."""
     best: dict[int, tuple[int, float, int]] = {}
     for score, text_id in zip(scores, text_ids):
         if text_id < 0:

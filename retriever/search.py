@@ -460,13 +460,20 @@ class Searcher:
             lexical_top = lexical_top[~left_out[lexical_top]]
         # Every text of every candidate entry, so each entry's best text is really found.
         entries = np.unique(self._text_entry[np.concatenate([dense_ids[dense_ids >= 0], lexical_top])])
-        candidates = np.concatenate([np.arange(self._entry_starts[e], self._entry_starts[e + 1])
-                                     for e in entries] or [np.zeros(0, dtype=np.int64)])
+        candidates = self._texts_of(entries)
         if left_out is not None:
             candidates = candidates[~left_out[candidates]]
         dense = self.index.vectors.reconstruct_batch(candidates) @ vector if len(candidates) else np.zeros(0)
         lexical = lexical_all[candidates]
         return candidates, fuse(dense, lexical, self.lexical_weight), dense, lexical
+
+    def _texts_of(self, entries: np.ndarray) -> np.ndarray:
+        """The text ids of ``entries`` (ascending entry numbers), entry by entry: each entry's texts are
+        one run from ``_entry_starts``, so the runs are laid end to end without a loop over the entries."""
+        starts = self._entry_starts[entries]
+        counts = self._entry_starts[entries + 1] - starts
+        run_offsets = np.cumsum(counts) - counts  # where each entry's run starts in the result
+        return np.repeat(starts - run_offsets, counts) + np.arange(int(counts.sum()), dtype=np.int64)
 
     def _hit(self, entry_number: int, score: float, text_id: int, dense: float | None,
              lexical: float | None, confidence: float | None = None, negative_example: str | None = None, *,

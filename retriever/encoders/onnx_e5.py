@@ -76,6 +76,12 @@ class OnnxE5Encoder:
         """Unit vectors of token-id lists: windows mean-pooled, weighted by their content tokens."""
         if not contents:
             return np.empty((0, self.dim), dtype=np.float32)
+        if len(contents) == 1 and len(contents[0]) <= self._window:
+            return self._encode_one_window(contents[0])  # every query
+        return self._encode_windows(contents)
+
+    def _encode_windows(self, contents: list[list[int]]) -> np.ndarray:
+        """The general case: every text cut into windows, the windows run in calls of similar length."""
         windows, owners, weights = [], [], []
         for row, content in enumerate(contents):
             for start in range(0, max(len(content), 1), self._window):
@@ -87,6 +93,14 @@ class OnnxE5Encoder:
         sums = np.zeros((len(contents), self.dim), dtype=np.float64)
         np.add.at(sums, owners, pooled.astype(np.float64) * np.asarray(weights, dtype=np.float64)[:, None])
         return as_unit_rows(sums.astype(np.float32))
+
+    def _encode_one_window(self, content: list[int]) -> np.ndarray:
+        """:meth:`_encode` of one text of one window (every query), without its bookkeeping: the same
+        arithmetic, so the same bits (0.0 + the pooled vector times its content tokens, in float64)."""
+        ids = np.array([[self._tokenizer.bos, *content, self._tokenizer.eos]], dtype=np.int64)
+        pooled = self._session.run(None, {"input_ids": ids, "attention_mask": np.ones_like(ids)})[0]
+        weighted = 0.0 + pooled.astype(np.float64) * float(max(len(content), 1))
+        return as_unit_rows(weighted.astype(np.float32))
 
     def _run(self, windows: list[list[int]]) -> np.ndarray:
         """Mean-pooled vectors of token windows, batched by similar length."""
