@@ -356,9 +356,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         from .reload import preload_for_workers  # the default collection loaded once, shared by the workers
 
-        shared = os.environ.get("RETRIEVER_PRELOAD", "1") != "0"  # 0: each worker loads its own copy
         serve_gunicorn(make_app, settings, preload=(lambda: preload_for_workers(args.index, config.default_collection))
-                       if shared else None)
+                       if config.preload else None)
     finally:
         if os.getpid() == master:  # a worker exits through here too: it was forked inside serve_gunicorn
             shutil.rmtree(runtime, ignore_errors=True)

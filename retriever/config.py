@@ -183,8 +183,8 @@ class ServiceConfig:
     corpus_dir: str | None = None  # the served corpus: page titles (collection.yaml), and what the workbench edits
     secret: str | None = None  # signs the workbench's session cookie; None: a random one per app
     session_hours: float = 8.0  # a workbench login lasts this long; logout ends it at once, in every worker
-    # Where live workbench sessions are kept (shared by the workers); None: a folder in the system's
-    # temporary folder named after the secret, so every worker of one server finds the same one.
+    # Where live workbench sessions are kept (shared by the workers): ``serve`` uses <data>/sessions; None
+    # (an app made without a data folder): a folder in the system's temporary folder named after the secret.
     session_dir: str | None = None
     # The workbench's users (docs/accounts.md); None: only RETRIEVER_ADMIN_TOKEN logs in.
     users_file: str | None = None
@@ -212,6 +212,9 @@ class ServiceConfig:
     collection_idle_seconds: float = 1800.0
     # At most this many collections loaded per worker, least recently used unloaded first (0: no bound).
     max_loaded_collections: int = 100
+    # serve loads the default collection before forking its workers, which then share its memory
+    # (docs/large-collections.md); RETRIEVER_PRELOAD=off: each worker loads its own copy.
+    preload: bool = True
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ, index_root: str | Path | None = None) -> "ServiceConfig":
@@ -249,7 +252,7 @@ class ServiceConfig:
             # end at a restart; the serve command says so).
             secret=environ.get("RETRIEVER_SECRET") or secrets.token_urlsafe(32),
             session_hours=_number_env(environ, "RETRIEVER_SESSION_HOURS", defaults.session_hours, float, 0.01),
-            session_dir=environ.get("RETRIEVER_SESSION_DIR") or None,
+            session_dir=environ.get("RETRIEVER_SESSION_DIR") or (str(data_dir / "sessions") if data_dir else None),
             users_file=_log_path(environ, "RETRIEVER_USERS_FILE", data_dir, "users.json"),
             audit_log=_log_path(environ, "RETRIEVER_AUDIT_LOG", data_dir, "audit.jsonl"),
             review=_auto_switch_env(environ, "RETRIEVER_REVIEW"),
@@ -257,6 +260,7 @@ class ServiceConfig:
             time_zone=(environ.get("RETRIEVER_TIME_ZONE") or "").strip() or defaults.time_zone,  # checked by clock_for
             today=_day_env(environ, "RETRIEVER_TODAY"),
             hits_dir=_log_path(environ, "RETRIEVER_HITS_DIR", data_dir, "hits"),
+            preload=_switch_env(environ, "RETRIEVER_PRELOAD", defaults.preload),
             classify_chars_per_request=_number_env(environ, "RETRIEVER_CLASSIFY_MAX_CHARS",
                                                    defaults.classify_chars_per_request),
             classify_budget=_budget_env(environ, "RETRIEVER_CLASSIFY_BUDGET", defaults.classify_budget),

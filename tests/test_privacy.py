@@ -123,3 +123,6 @@ def test_serve_records_into_a_data_folder_inside_the_index_by_default(tmp_path):
                                    index_root=tmp_path / "index")
     assert moved.unmatched_log == str(tmp_path / "d" / "unmatched.jsonl") and moved.feedback_log is None
     assert ServiceConfig.from_env({}).unmatched_log is None  # without an index (tests, create_app): off
+    # workbench sessions beside the logs, not a new folder in /tmp at every start
+    assert config.session_dir == str(tmp_path / "index" / "data" / "sessions")
+    assert moved.session_dir == str(tmp_path / "d" / "sessions")

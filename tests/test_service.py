@@ -144,6 +144,11 @@ def test_config_from_env_rejects_nonsense():
     assert ServiceConfig.from_env({"RETRIEVER_MAX_TOP_K": "20"}).max_top_k == 20
     with pytest.raises(RetrieverError, match="RETRIEVER_MAX_TOP_K='lots' is not an integer"):
         ServiceConfig.from_env({"RETRIEVER_MAX_TOP_K": "lots"})
+    assert ServiceConfig.from_env({}).preload  # workers share the preloaded index unless told otherwise
+    assert not ServiceConfig.from_env({"RETRIEVER_PRELOAD": "0"}).preload
+    assert not ServiceConfig.from_env({"RETRIEVER_PRELOAD": "off"}).preload
+    with pytest.raises(RetrieverError, match="RETRIEVER_PRELOAD='sometimes' must be on or off"):
+        ServiceConfig.from_env({"RETRIEVER_PRELOAD": "sometimes"})
 
 
 def test_page_and_widget_are_served(client):
