@@ -20,6 +20,7 @@ calibration a monotone curve, stored as JSON in the index version (``judge.json`
 from __future__ import annotations
 
 import math
+import operator
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
@@ -36,6 +37,7 @@ QUESTION_FIELDS = ("question", "paraphrase")  # the texts that are questions (an
 
 # Words that change what is asked while the rest of the sentence stays the same.
 _LEVEL = re.compile(r"[一二三四五六七八九十\d]+级|[一二三][建造]|初级|中级|高级|副高|正高|特级|[甲乙丙]级|[甲乙丙]类")
+_LEVEL_HINT = re.compile(r"[级建造高类]")  # every match of _LEVEL holds one of these
 _LEVEL_ALIASES = {"一建": "一级", "二建": "二级", "三建": "三级", "一造": "一级", "二造": "二级"}
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 _NEGATION = re.compile(r"[不没未无非别勿]")
@@ -82,18 +84,19 @@ FEATURES = (
 )
 
 
-def _chars(text: str) -> frozenset[str]:
-    return frozenset(_CHAR.findall(text.lower()))
-
-
 def levels(text: str) -> frozenset[str]:
     """Levels and grades in ``text``: ``二级建造师`` -> {``二级``}; ``一建`` reads as ``一级``."""
+    if not _LEVEL_HINT.search(text):  # most texts: one character class is far cheaper than _LEVEL's alternatives
+        return frozenset()
     return frozenset(_LEVEL_ALIASES.get(m, m) for m in _LEVEL.findall(text))
 
 
 def _bigrams(text: str) -> frozenset[str]:
-    chars = _CHAR.findall(text.lower())
-    return frozenset(a + b for a, b in zip(chars, chars[1:])) or frozenset(chars)
+    return _bigrams_of(_CHAR.findall(text.lower()))
+
+
+def _bigrams_of(chars: list[str]) -> frozenset[str]:
+    return frozenset(map(operator.add, chars, chars[1:])) or frozenset(chars)
 
 
 def _overlap(a: frozenset[str], b: frozenset[str]) -> float:
@@ -120,9 +123,10 @@ class TextView:
     @classmethod
     def of(cls, norm: str, tokens: Sequence[str]) -> "TextView":
         tokens = frozenset(tokens)
-        return cls(_chars(norm), tokens, levels(norm), frozenset(_NUMBER.findall(norm)),
+        chars = _CHAR.findall(norm.lower())  # once for both sets: an index has tens of thousands of texts
+        return cls(frozenset(chars), tokens, levels(norm), frozenset(_NUMBER.findall(norm)),
                    frozenset(t for t in tokens if _KIND.match(t)), bool(_NEGATION.search(norm)), len(norm),
-                   _bigrams(norm))
+                   _bigrams_of(chars))
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import re
+import threading
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
@@ -68,20 +69,26 @@ class Tokenizer:
     def __init__(self, user_words: Iterable[str] = (), synonyms: Mapping[str, str] | None = None) -> None:
         self.user_words = sorted(set(user_words))
         self.synonyms = dict(synonyms or {})
-        self._jieba = jieba.Tokenizer()
-        self._jieba.initialize()
-        # Variants and canonical forms must survive segmentation as single tokens.
-        for word in {*self.user_words, *self.synonyms, *self.synonyms.values()}:
-            self._jieba.add_word(word)
+        # jieba's dictionary takes ~0.7 s to load: loaded on the first text, which a rebuild whose
+        # tokens all come from the token cache never asks for.
+        self._jieba: jieba.Tokenizer | None = None
+        self._loading = threading.Lock()
+
+    def _segmenter(self) -> jieba.Tokenizer:
+        with self._loading:
+            if self._jieba is None:
+                segmenter = jieba.Tokenizer()
+                segmenter.initialize()
+                # Variants and canonical forms must survive segmentation as single tokens.
+                for word in {*self.user_words, *self.synonyms, *self.synonyms.values()}:
+                    segmenter.add_word(word)
+                self._jieba = segmenter
+            return self._jieba
 
     @classmethod
     def from_corpus_dir(cls, corpus: str | Path) -> "Tokenizer":
         """The tokenizer configured by ``userdict.txt`` / ``synonyms.yaml`` beside the corpus, if any."""
-        folder = Path(corpus)
-        folder = folder if folder.is_dir() else folder.parent
-        words = read_user_words(folder / USER_WORDS_FILE) if (folder / USER_WORDS_FILE).is_file() else []
-        synonyms = load_synonyms(folder / SYNONYMS_FILE) if (folder / SYNONYMS_FILE).is_file() else {}
-        return cls(words, synonyms)
+        return cls.from_config(corpus_tokenizer_config(corpus))
 
     def config(self) -> dict:
         return {"user_words": self.user_words, "synonyms": self.synonyms}
@@ -93,12 +100,22 @@ class Tokenizer:
 
     def __call__(self, normalised_text: str) -> list[str]:
         tokens = []
-        for token in self._jieba.lcut_for_search(normalised_text.lower()):
+        for token in (self._jieba or self._segmenter()).lcut_for_search(normalised_text.lower()):
             token = token.strip()
             if not token or token in STOPWORDS or _NO_CONTENT.match(token):
                 continue
             tokens.append(self.synonyms.get(token, token))
         return tokens
+
+
+def corpus_tokenizer_config(corpus: str | Path) -> dict:
+    """The tokenizer settings of a corpus (``userdict.txt`` / ``synonyms.yaml`` beside it, if any), as
+    :meth:`Tokenizer.config` gives them, without setting jieba up."""
+    folder = Path(corpus)
+    folder = folder if folder.is_dir() else folder.parent
+    words = read_user_words(folder / USER_WORDS_FILE) if (folder / USER_WORDS_FILE).is_file() else []
+    synonyms = load_synonyms(folder / SYNONYMS_FILE) if (folder / SYNONYMS_FILE).is_file() else {}
+    return {"user_words": sorted(set(words)), "synonyms": dict(synonyms)}
 
 
 @functools.lru_cache(maxsize=8)

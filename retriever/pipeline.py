@@ -26,7 +26,7 @@ from .store.decision_reuse import LEARNED, LearnedDecisions, learned_here, reusa
 from .store.embedding_cache import CachedEncoder, EmbeddingCache
 from .store.token_cache import TokenCache
 from .store.layout import JUDGE, LABELLED, LABELLED_VECTORS
-from .lexical import Tokenizer
+from .lexical import corpus_tokenizer_config
 from .scoring import DEFAULT_MODE, MODES
 
 LABELLED_FILE = "labelled.jsonl"
@@ -125,7 +125,7 @@ def _build_settings(corpus: str | Path, mode: str, index_answers: bool, labelled
                     self_calibration: bool, fast_encoder: Encoder | None, fast_path_max_error: float) -> dict:
     """What a version is built from besides its entries and model: the manifest's settings and staleness inputs."""
     settings = {"index_answers": index_answers, "default_mode": mode,
-                "tokenizer": Tokenizer.from_corpus_dir(corpus).config(),
+                "tokenizer": corpus_tokenizer_config(corpus),
                 "labelled": [[q.query, q.faq_id] for q in labelled],
                 "judge": JUDGE_FORMAT,  # an index built before the judge is stale
                 "self_calibration": SELF_CALIBRATION_FORMAT if self_calibration else None}

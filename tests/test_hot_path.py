@@ -130,3 +130,17 @@ def test_best_per_entry_equals_the_loop_on_ties_pads_and_nan():
         expected = _best_per_entry_loop(scores, ids, text_entry, top_k)
         assert best_per_entry(scores, ids, text_entry, top_k) == expected, (scores, ids)
         assert best_per_entry(list(scores), list(ids), text_entry, top_k) == expected
+
+
+def test_levels_and_bigrams_equal_their_direct_definitions():
+    """The judge's per-text lookups (built for every indexed text at load) take shortcuts: the same sets."""
+    from retriever.judge import _CHAR, _LEVEL, _LEVEL_ALIASES, TextView, levels
+
+    texts = seed_texts() + ["一建和二建有什么区别", "高级工程师副高正高", "甲级资质乙类", "特级教师", "三造", "12级台风",
+                            "", "abc", "建", "造价", "类别", "二级建造师报名", "無級別"]
+    for text in texts:
+        assert levels(text) == frozenset(_LEVEL_ALIASES.get(m, m) for m in _LEVEL.findall(text)), text
+        chars = _CHAR.findall(text.lower())
+        view = TextView.of(text, [])
+        assert view.chars == frozenset(chars)
+        assert view.bigrams == (frozenset(a + b for a, b in zip(chars, chars[1:])) or frozenset(chars))
