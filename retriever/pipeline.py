@@ -13,7 +13,9 @@ import numpy as np
 from .cascade import DEFAULT_MAX_ERROR, FastGate, FastRanking, learn_gate, paraphrase_rounds
 from .corpus import load_corpus
 from .corpus.conflicts import ConflictReport, IdenticalText, check_identical, closer_elsewhere, write_conflicts
+from .corpus.nearest import nearest_texts, read_nearest, write_nearest
 from .encoders import Encoder
+from .errors import IndexLoadError
 from .evaluation import LabelledQuery, Outcome, calibrate, read_labelled, run
 from .files import write_jsonl, write_text_atomic
 from .normalize import normalize
@@ -21,7 +23,7 @@ from .judge import JUDGE_FORMAT
 from .judge_training import train_judge
 from .search import Searcher
 from .self_calibration import add_offtopic, calibrate_modes, load_offtopic, plan_rounds
-from .store import MANIFEST, build_index, is_up_to_date, load_index, record_artifacts
+from .store import MANIFEST, build_index, is_up_to_date, load_index, record_artifacts, resolve_version_dir
 from .store.decision_reuse import LEARNED, LearnedDecisions, learned_here, reusable_decisions, settings_digest
 from .store.embedding_cache import CachedEncoder, EmbeddingCache
 from .store.token_cache import TokenCache
@@ -88,6 +90,7 @@ def build_from_corpus(corpus: str | Path, out: str | Path, encoder: Encoder, *, 
 
     learned_from = settings_digest(encoder.name, settings)
     reuse = None if retrain else reusable_decisions(out, entries, learned_from)
+    served = served_version(out)
     cache = EmbeddingCache.for_index(out, encoder, enabled=embedding_cache, progress=progress, batch_size=batch_size,
                                      workers=embed_workers)
     tokens = TokenCache.for_index(out, settings["tokenizer"], enabled=embedding_cache)
@@ -97,7 +100,7 @@ def build_from_corpus(corpus: str | Path, out: str | Path, encoder: Encoder, *, 
     def finalize(staging: Path) -> dict:
         stages["embed"] = time.perf_counter() - stages.pop("started")
         fields = finalize_version(staging, cache.encoder_view(), labelled, progress, fast_encoder, fast_path_max_error,
-                                  identical, self_calibration, stages, tokens, embed_workers, reuse)
+                                  identical, self_calibration, stages, tokens, embed_workers, reuse, served)
         if "judge" in fields and LEARNED not in fields:
             version = json.loads((staging / MANIFEST).read_text(encoding="utf-8"))["version"]
             fields[LEARNED] = learned_here(version, learned_from)
@@ -121,6 +124,14 @@ def build_from_corpus(corpus: str | Path, out: str | Path, encoder: Encoder, *, 
     return BuildOutcome(version_dir, len(entries), labelled_path)
 
 
+def served_version(out: str | Path) -> Path | None:
+    """The folder of the version ``out`` serves now, if any (what a rebuild may take over from)."""
+    try:
+        return resolve_version_dir(out)
+    except IndexLoadError:
+        return None
+
+
 def _build_settings(corpus: str | Path, mode: str, index_answers: bool, labelled: Sequence[LabelledQuery],
                     self_calibration: bool, fast_encoder: Encoder | None, fast_path_max_error: float) -> dict:
     """What a version is built from besides its entries and model: the manifest's settings and staleness inputs."""
@@ -138,7 +149,7 @@ def finalize_version(staging: Path, encoder: Encoder, labelled: list, progress: 
                      fast_encoder: Encoder | None = None, fast_path_max_error: float = DEFAULT_MAX_ERROR,
                      identical: Sequence[IdenticalText] = (), self_calibration: bool = True,
                      stages: dict[str, float] | None = None, tokenizer=None, workers: int = 1,
-                     reuse: LearnedDecisions | None = None) -> dict:
+                     reuse: LearnedDecisions | None = None, served: Path | None = None) -> dict:
     """Calibrate every mode, train the judge into the staging folder and, with a fast model, calibrate
     the fast path's gate.
 
@@ -148,7 +159,8 @@ def finalize_version(staging: Path, encoder: Encoder, labelled: list, progress: 
     a :class:`CachedEncoder`, or else wrapped in a :class:`QueryMemo`); ``stages`` gets the seconds of
     calibration and judge training; ``tokenizer`` replaces the index's own (a :class:`TokenCache`);
     ``workers`` processes fit the judge's trees. ``reuse``: the judge and decision fields taken over
-    from the current version instead of learned (retriever/store/decision_reuse.py).
+    from the current version instead of learned (retriever/store/decision_reuse.py); ``served``: the
+    current version's folder, whose table of nearest texts the conflict check takes over in part.
     Everything but the gate is learned on the full path alone (the searchers here have no cascade).
     """
     stages = {} if stages is None else stages
@@ -157,7 +169,7 @@ def finalize_version(staging: Path, encoder: Encoder, labelled: list, progress: 
     index = load_index(staging)
     if labelled:  # before the searcher, whose judge lookups then hold them (decisions without a judge do not read them)
         keep_labelled(staging, index, labelled, memo)
-    fields: dict = {"conflicts": record_conflicts(staging, index, identical)}
+    fields: dict = {"conflicts": record_conflicts(staging, index, identical, served)}
     searcher = None
     if reuse is None or fast_encoder is not None:
         searcher = Searcher(index, memo, cascade=False, tokenizer=tokenizer)  # one searcher for all of it
@@ -204,11 +216,15 @@ CONFLICTS_FIX = ("Nothing was built. Remove or reword one of each (or move it to
                  "--allow-conflicts to publish anyway (recorded in the manifest).")
 
 
-def record_conflicts(staging: Path, index, identical: Sequence[IdenticalText] = ()) -> dict:
+def record_conflicts(staging: Path, index, identical: Sequence[IdenticalText] = (), served: Path | None = None) -> dict:
     """Paraphrases the version's own vectors place nearer another entry, and the identical texts let
-    through, into ``conflicts.json``; returns the manifest's counts."""
+    through, into ``conflicts.json``; returns the manifest's counts. The nearest texts behind it go into
+    ``nearest.json``; ``served``: the version folder whose table a rebuild takes the unchanged part of."""
     vectors = index.vectors.reconstruct_n(0, index.vectors.ntotal)
-    closer = closer_elsewhere(index.texts, vectors, [entry.id for entry in index.entries])
+    ids, model = [entry.id for entry in index.entries], index.manifest["model"]
+    table = nearest_texts(index.texts, vectors, ids, read_nearest(served, model))
+    write_nearest(staging, table, index.texts, ids, model)
+    closer = closer_elsewhere(index.texts, vectors, ids, table=table)
     return write_conflicts(staging, ConflictReport(tuple(identical), closer, allowed=bool(identical)))
 
 

@@ -18,7 +18,7 @@ from retriever.cli import main
 from retriever.config import ServiceConfig
 from retriever.corpus import (ConflictError, FaqEntry, check_entries, check_identical, find_identical, load_corpus,
                               read_conflicts)
-from retriever.corpus import conflicts as conflicts_module
+from retriever.corpus import nearest as nearest_module
 from retriever.corpus.conflicts import closer_elsewhere
 from retriever.http import create_app
 from retriever.reload import SearcherHolder
@@ -136,7 +136,7 @@ def test_closer_elsewhere_is_the_same_in_blocks_and_fast_for_ten_thousand_texts(
     assert [(c.faq_id, c.text, c.other_faq_id, c.other_text) for c in found] == [("e1", "t7", "e9", "t45")]
     small = texts[:600]
     whole = closer_elsewhere(small, vectors[:600], ids)
-    monkeypatch.setattr(conflicts_module, "CHUNK_ROWS", 7)
+    monkeypatch.setattr(nearest_module, "CHUNK_ROWS", 7)
     assert closer_elsewhere(small, vectors[:600], ids) == whole and len(whole) == 1
 
 
@@ -165,11 +165,67 @@ def test_closer_elsewhere_equals_the_pair_by_pair_definition_with_entries_interl
     fields = ["question" if i % 6 == 0 else "answer" if i % 11 == 0 else "paraphrase" for i in range(240)]
     texts = [Text(int(owner), field, f"t{i}") for i, (owner, field) in enumerate(zip(owners, fields))]
     ids = [f"e{i}" for i in range(30)]
-    monkeypatch.setattr(conflicts_module, "CHUNK_ROWS", 13)
+    monkeypatch.setattr(nearest_module, "CHUNK_ROWS", 13)
     found = closer_elsewhere(texts, vectors, ids, margin=0.02)
     assert len(found) > 20
     assert {(c.faq_id, c.text, c.own_text, c.other_faq_id, c.other_text) for c in found} == \
         _closer_by_pairs(texts, vectors, ids, 0.02)
+
+
+def _scattered_corpus(rng, entries: int, per_entry: int, dim: int = 16):
+    """Entries of one question and some paraphrases around a centre, noisy enough to cross entries."""
+    centres = rng.standard_normal((entries, dim))
+    texts, rows = [], []
+    for entry in range(entries):
+        for k in range(per_entry):
+            texts.append(Text(entry, "question" if k == 0 else "paraphrase", f"e{entry}-t{k}"))
+            rows.append(centres[entry] + 0.9 * rng.standard_normal(dim))
+    vectors = np.array(rows, dtype=np.float32)
+    return texts, vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def _as_keys(table, texts, ids):
+    """The table by entry id and text, as a build after an edit must find it."""
+    def key(row):
+        return (ids[texts[row].entry], texts[row].text) if row >= 0 else None
+    return {key(p): (key(o), key(t)) for p, o, t in zip(table.probes, table.own, table.other)}, \
+        {key(p): (round(float(oc), 5), round(float(tc), 5)) for p, oc, tc in
+         zip(table.probes, table.own_cosine, table.other_cosine)}
+
+
+def test_a_rebuilds_nearest_texts_equal_a_full_computation(tmp_path, monkeypatch):
+    """The previous version's table taken over (nearest.py) after an entry edited, one added and one
+    removed, whose text was some kept paraphrase's nearest other text: the same table as computed afresh."""
+    rng = np.random.default_rng(11)
+    texts, vectors = _scattered_corpus(rng, 60, 4)
+    ids = [f"e{i}" for i in range(60)]
+    monkeypatch.setattr(nearest_module, "CHUNK_ROWS", 17)
+    before = nearest_module.nearest_texts(texts, vectors, ids)
+    nearest_module.write_nearest(tmp_path, before, texts, ids, "model-a")
+    gone = int(before.other[0]) // 4  # an entry holding a kept paraphrase's nearest other text
+    assert gone != 0
+    keep = [i for i, t in enumerate(texts) if t.entry != gone]
+    after_texts = [Text(t.entry if t.entry < gone else t.entry - 1, t.field, t.text) for t in (texts[i] for i in keep)]
+    after_ids = [i for i in ids if i != f"e{gone}"] + ["new"]
+    after_vectors = vectors[keep]
+    after_vectors[5] = -after_vectors[5]  # an edited paraphrase (its vector moves, its text too)
+    after_texts[5] = Text(after_texts[5].entry, "paraphrase", "edited")
+    added, added_vectors = _scattered_corpus(rng, 1, 4)
+    after_texts += [Text(len(after_ids) - 1, t.field, "new-" + t.text) for t in added]
+    after_vectors = np.vstack([after_vectors, added_vectors]).astype(np.float32)
+    previous = nearest_module.read_nearest(tmp_path, "model-a")
+    assert nearest_module.read_nearest(tmp_path, "model-b") is None  # another model's vectors: computed afresh
+    computed = []
+    own_best = nearest_module._own_best
+    monkeypatch.setattr(nearest_module, "_own_best", lambda similar, block, *rest: computed.extend(block) or
+                        own_best(similar, block, *rest))
+    taken = nearest_module.nearest_texts(after_texts, after_vectors, after_ids, previous)
+    # computed afresh: the paraphrases of the edited and the new entry, and those whose nearest other was removed
+    assert 6 <= len(computed) < len(taken.probes) // 2
+    fresh = nearest_module.nearest_texts(after_texts, after_vectors, after_ids)
+    assert _as_keys(taken, after_texts, after_ids) == _as_keys(fresh, after_texts, after_ids)
+    assert closer_elsewhere(after_texts, after_vectors, after_ids, table=taken) == \
+        closer_elsewhere(after_texts, after_vectors, after_ids)
 
 
 # --- build ------------------------------------------------------------------------------------------

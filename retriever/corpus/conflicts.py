@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Protocol, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -30,14 +30,12 @@ from ..errors import CorpusError
 from ..files import write_text_atomic
 from ..normalize import normalize
 from ..validity import Period
+from .nearest import IndexedTextLike, NearestTable, nearest_texts
 from .schema import FaqEntry
 
 CONFLICTS_FILE = "conflicts.json"  # in a version folder: what the build found
-ASKING_FIELDS = ("question", "paraphrase")  # texts an entry answers
 FIELD_NAMES_ZH = {"question": "标准问题", "paraphrase": "相似问题", "negative": "负例"}
 MAX_LISTED = 10  # conflicts listed in a message; all of them are in conflicts.json
-# Rows of paraphrases compared at once: a 512 x 20,000 float32 block is 40 MB.
-CHUNK_ROWS = 512
 # How much nearer the other entry must be. The model's cosines between questions of one domain crowd into
 # 0.90-0.97: on the seed corpus (6 entries about 注销, 68 paraphrases) margin 0 flags 18 paraphrases, 13 of
 # them by under 0.01; 0.01 leaves the 5 clearest, and a paraphrase written for another entry clears it easily.
@@ -232,13 +230,6 @@ def check_identical(entries: Sequence[FaqEntry], allow: bool = False, fix: str =
 # --- paraphrases the model places nearer another entry ------------------------------------------------
 
 
-class IndexedTextLike(Protocol):
-    entry: int  # position in the entry list
-    field: str
-    text: str
-    norm: str
-
-
 @dataclass(frozen=True)
 class _Text:
     entry: int
@@ -261,56 +252,25 @@ def asking_texts(entries: Sequence[FaqEntry]) -> list[_Text]:
 
 
 def closer_elsewhere(texts: Sequence[IndexedTextLike], vectors: np.ndarray, entry_ids: Sequence[str],
-                     margin: float = DEFAULT_MARGIN, progress: bool = False) -> tuple[CloserElsewhere, ...]:
+                     margin: float = DEFAULT_MARGIN, progress: bool = False,
+                     table: NearestTable | None = None) -> tuple[CloserElsewhere, ...]:
     """Paraphrases whose best cosine to another entry's question/paraphrase exceeds (by ``margin``) their
     best cosine to their own entry's other questions/paraphrases; the most misplaced first.
 
     ``vectors`` holds one unit vector per text, rows aligned with ``texts`` (answers and other fields are
     ignored). Entries with a single such text are skipped (nothing of their own to compare with); a text
-    identical to the other entry's is left to :func:`find_identical`. Matrix products in blocks of
-    :data:`CHUNK_ROWS` rows, with the texts ordered by entry so that a probe's own texts are one slice
-    of its row: 20,000 texts take seconds, not a per-pair loop nor a mask per block.
+    identical to the other entry's is left to :func:`find_identical`. ``table``: the nearest texts when
+    already found (retriever/corpus/nearest.py, which finds them otherwise).
     """
-    asking = np.fromiter((i for i, t in enumerate(texts) if t.field in ASKING_FIELDS), dtype=np.int64)
-    if not len(asking):
-        return ()
-    owner = np.fromiter((texts[i].entry for i in asking), dtype=np.int64, count=len(asking))
-    order = np.argsort(owner, kind="stable")  # already so when texts come entry by entry
-    rows, entry = asking[order], owner[order]
-    matrix = np.ascontiguousarray(vectors[rows], dtype=np.float32)
-    first, after = np.searchsorted(entry, entry, "left"), np.searchsorted(entry, entry, "right")
-    probes = np.flatnonzero(np.fromiter((texts[i].field == "paraphrase" for i in rows), dtype=bool,
-                                        count=len(rows)) & (after - first > 1))
+    table = table if table is not None else nearest_texts(texts, vectors, entry_ids, progress=progress)
     found = []
-    for start in tqdm(range(0, len(probes), CHUNK_ROWS), desc="conflict check", unit="block", disable=not progress):
-        block = probes[start:start + CHUNK_ROWS]
-        similar = matrix[block] @ matrix.T
-        own_best, own_cosine = _own_best(similar, block, first, after)
-        other_best = similar.argmax(axis=1)  # own texts were set to -inf by _own_best
-        other_cosine = similar[np.arange(len(block)), other_best]
-        for i in np.flatnonzero(other_cosine > own_cosine + margin):
-            probe, mine, theirs = (texts[rows[j]] for j in (block[i], own_best[i], other_best[i]))
-            if probe.norm == theirs.norm:
-                continue
-            found.append(CloserElsewhere(entry_ids[probe.entry], probe.text, mine.text,
-                                         round(float(own_cosine[i]), 4), entry_ids[theirs.entry],
-                                         theirs.text, round(float(other_cosine[i]), 4)))
+    for i in np.flatnonzero(table.other_cosine > table.own_cosine + margin):
+        probe, mine, theirs = texts[table.probes[i]], texts[table.own[i]], texts[table.other[i]]
+        if probe.norm == theirs.norm:
+            continue
+        found.append(CloserElsewhere(entry_ids[probe.entry], probe.text, mine.text, round(float(table.own_cosine[i]), 4),
+                                     entry_ids[theirs.entry], theirs.text, round(float(table.other_cosine[i]), 4)))
     return tuple(sorted(found, key=lambda c: c.own_cosine - c.other_cosine))
-
-
-def _own_best(similar: np.ndarray, block: np.ndarray, first: np.ndarray, after: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For each probe row of ``similar``: its nearest own text (not itself) and that cosine; its own
-    texts' cells (columns ``first..after`` of the probe) are then set to -inf, leaving the others."""
-    best = np.empty(len(block), dtype=np.int64)
-    cosine = np.empty(len(block), dtype=np.float32)
-    for i, probe in enumerate(block):
-        low, high = first[probe], after[probe]
-        own = similar[i, low:high].copy()
-        own[probe - low] = -np.inf
-        best[i] = low + int(own.argmax())
-        cosine[i] = own[best[i] - low]
-        similar[i, low:high] = -np.inf
-    return best, cosine
 
 
 def check_entries(entries: Sequence[FaqEntry], encode: Callable[[list[str]], np.ndarray] | None = None,

@@ -16,6 +16,8 @@
         conflicts.json         what the build's conflict check found: texts two entries share (let through
                                with --allow-conflicts), paraphrases nearer another entry
                                (retriever/corpus/conflicts.py)
+        nearest.json           each paraphrase's nearest own and other text, for the next build's conflict
+                               check (retriever/corpus/nearest.py); a cache, not checked when loading
         fast_vectors.faiss     with a fast model (``build --fast-model``): one vector per text from it,
                                same rows as vectors.faiss; the manifest's ``fast_model`` names the model
                                and ``fast_path`` holds the gate calibrated at build time (retriever/cascade.py)
