@@ -326,6 +326,10 @@ def test_an_oversize_body_is_413(site):
     response = client.post("/admin/api/users", headers=BENCH,
                            json={"name": "big", "roles": ["editor"], "password": "p" * 70_000})
     assert response.status_code == 413 and response.get_json()["error"] == "payload_too_large"
+    own = client.post("/admin/api/me/password", headers=BENCH,
+                      json={"current_password": PASSWORDS["wang"], "new_password": "p" * 70_000})
+    assert own.status_code == 413 and own.get_json()["error"] == "payload_too_large"
+    assert site["store"].authenticate("wang", PASSWORDS["wang"]) is not None
 
 
 def test_without_the_admin_token_the_last_admin_cannot_lock_everyone_out(site):
@@ -505,14 +509,26 @@ def chromium():
         browser.close()
 
 
-def test_the_admin_adds_a_user_in_the_browser_and_a_reviewer_sees_it_in_the_audit_log(served_site, site, chromium):
+def _log_in(page, expect, name: str, password: str, shown: str) -> None:
+    """Log in through the workbench's form and wait until it names the user."""
+    page.locator("#login-name").fill(name)
+    page.locator("#login-password").fill(password)
+    page.get_by_role("button", name="登录").click()
+    expect(page.locator("#whoami")).to_have_text(shown, timeout=15_000)
+
+
+@pytest.fixture()
+def workbench(served_site, chromium):
+    """The workbench's login page in a real Chromium, and Playwright's expect."""
     browser, expect = chromium
     page = browser.new_page(locale="zh-CN")
     page.goto(served_site + "/admin")
-    page.locator("#login-name").fill("wang")
-    page.locator("#login-password").fill(PASSWORDS["wang"])
-    page.get_by_role("button", name="登录").click()
-    expect(page.locator("#whoami")).to_have_text("wang（管理员）", timeout=15_000)
+    return page, expect
+
+
+def test_the_admin_adds_a_user_in_the_browser_and_a_reviewer_sees_it_in_the_audit_log(workbench, site):
+    page, expect = workbench
+    _log_in(page, expect, "wang", PASSWORDS["wang"], "wang（管理员）")
     expect(page.locator("#users tr[data-user=li]")).to_be_visible()
     page.locator("#user-name").fill("zhao")
     page.locator("#user-password").fill("zhao-password-1")
@@ -520,10 +536,7 @@ def test_the_admin_adds_a_user_in_the_browser_and_a_reviewer_sees_it_in_the_audi
     expect(page.locator("#users-notice")).to_have_text("已添加 zhao（编辑）")
     expect(page.locator("#users tr[data-user=zhao]")).to_contain_text("有密码")
     page.get_by_role("button", name="退出登录").click()
-    page.locator("#login-name").fill("li")
-    page.locator("#login-password").fill(PASSWORDS["li"])
-    page.get_by_role("button", name="登录").click()
-    expect(page.locator("#whoami")).to_have_text("li（审核）", timeout=15_000)
+    _log_in(page, expect, "li", PASSWORDS["li"], "li（审核）")
     expect(page.locator("#users-panel")).to_be_hidden()
     rows = page.locator("#audit-table tr")
     expect(rows.nth(1)).to_contain_text("登录")  # li's own login, newest first
@@ -538,14 +551,9 @@ def test_the_admin_adds_a_user_in_the_browser_and_a_reviewer_sees_it_in_the_audi
     assert UserStore(site["store"].path).authenticate("zhao", "zhao-password-1").roles == ("editor",)
 
 
-def test_a_user_changes_their_own_password_in_the_browser(served_site, site, chromium):
-    browser, expect = chromium
-    page = browser.new_page(locale="zh-CN")
-    page.goto(served_site + "/admin")
-    page.locator("#login-name").fill("zhang")
-    page.locator("#login-password").fill(PASSWORDS["zhang"])
-    page.get_by_role("button", name="登录").click()
-    expect(page.locator("#whoami")).to_have_text("zhang（编辑）", timeout=15_000)
+def test_a_user_changes_their_own_password_in_the_browser(workbench, site):
+    page, expect = workbench
+    _log_in(page, expect, "zhang", PASSWORDS["zhang"], "zhang（编辑）")
     expect(page.locator("#own-password-form")).to_be_hidden()
     page.get_by_role("button", name="修改密码").click()
     page.locator("#own-password-current").fill(PASSWORDS["zhang"])
@@ -564,8 +572,5 @@ def test_a_user_changes_their_own_password_in_the_browser(served_site, site, chr
     page.reload()  # the session goes on with the new password
     expect(page.locator("#whoami")).to_have_text("zhang（编辑）", timeout=15_000)
     page.get_by_role("button", name="退出登录").click()
-    page.locator("#login-name").fill("zhang")
-    page.locator("#login-password").fill("zhang-browser-pass-8")
-    page.get_by_role("button", name="登录").click()
-    expect(page.locator("#whoami")).to_have_text("zhang（编辑）", timeout=15_000)
+    _log_in(page, expect, "zhang", "zhang-browser-pass-8", "zhang（编辑）")
     assert site["store"].authenticate("zhang", PASSWORDS["zhang"]) is None
