@@ -23,7 +23,7 @@ from .judge import JUDGE_FORMAT
 from .judge_training import train_judge
 from .search import Searcher
 from .self_calibration import add_offtopic, calibrate_modes, load_offtopic, plan_rounds
-from .store import MANIFEST, build_index, is_up_to_date, load_index, record_artifacts, resolve_version_dir
+from .store import build_index, is_up_to_date, load_index, record_artifacts, resolve_version_dir
 from .store.decision_reuse import LEARNED, LearnedDecisions, learned_here, reusable_decisions, settings_digest
 from .store.embedding_cache import CachedEncoder, EmbeddingCache
 from .store.token_cache import TokenCache
@@ -63,14 +63,12 @@ def build_from_corpus(corpus: str | Path, out: str | Path, encoder: Encoder, *, 
                       embed_workers: int = 1, retrain: bool = False) -> BuildOutcome:
     """Validate the corpus, embed it, calibrate (on the labelled queries, the corpus itself, or both), publish.
 
-    ``fast_encoder`` makes a cascade index: every text embedded by it too, and the fast path's
-    gate calibrated for ``fast_path_max_error`` (retriever/cascade.py).
-
-    ``labelled_path`` defaults to ``labelled.jsonl`` beside the corpus. With
-    ``if_stale``, nothing is built when the current version has the same inputs.
-    ``check`` (the publish gate, :mod:`retriever.gate`) gets the complete staging folder and its
-    new manifest fields before publication: it may add fields, or raise to refuse the version.
-    A text two entries share (retriever/corpus/conflicts.py) raises ConflictError unless ``allow_conflicts``.
+    ``fast_encoder`` makes a cascade index: every text embedded by it too, and the fast path's gate
+    calibrated for ``fast_path_max_error`` (retriever/cascade.py). ``labelled_path`` defaults to
+    ``labelled.jsonl`` beside the corpus. With ``if_stale``, nothing is built when the current version
+    has the same inputs. ``check`` (the publish gate, :mod:`retriever.gate`) gets the complete staging
+    folder and its new manifest fields before publication: it may add fields, or raise to refuse the
+    version. A text two entries share raises ConflictError unless ``allow_conflicts``.
 
     Every text (entries, negatives, labelled and calibration queries) is embedded once, through the
     index root's embedding cache (retriever/store/embedding_cache.py; ``embedding_cache`` False: in
@@ -100,10 +98,8 @@ def build_from_corpus(corpus: str | Path, out: str | Path, encoder: Encoder, *, 
     def finalize(staging: Path) -> dict:
         stages["embed"] = time.perf_counter() - stages.pop("started")
         fields = finalize_version(staging, cache.encoder_view(), labelled, progress, fast_encoder, fast_path_max_error,
-                                  identical, self_calibration, stages, tokens, embed_workers, reuse, served)
-        if "judge" in fields and LEARNED not in fields:
-            version = json.loads((staging / MANIFEST).read_text(encoding="utf-8"))["version"]
-            fields[LEARNED] = learned_here(version, learned_from)
+                                  identical, self_calibration, stages, tokens, embed_workers, reuse, served,
+                                  learned_from)
         if check:
             started = time.perf_counter()
             fields = {**fields, **check(staging, fields)}
@@ -111,17 +107,25 @@ def build_from_corpus(corpus: str | Path, out: str | Path, encoder: Encoder, *, 
         return {**fields, "build_stages": {name: round(seconds, 2) for name, seconds in stages.items()},
                 "embedding_cache": {"embedded": cache.embedded - embedded_before, "on_disk": cache.folder is not None}}
 
+    version_dir = _build_with_caches(entries, encoder, out, cache, tokens, settings=settings, batch_size=batch_size,
+                                     progress=progress, keep_versions=keep_versions, finalize=finalize,
+                                     fast_encoder=fast_encoder)
+    return BuildOutcome(version_dir, len(entries), labelled_path)
+
+
+def _build_with_caches(entries: list, encoder: Encoder, out: str | Path, cache: EmbeddingCache, tokens: TokenCache,
+                       **build) -> Path:
+    """:func:`build_index` through the embedding cache, then the caches compacted, saved and closed (even
+    when the build failed: what was embedded stays for the next one)."""
     try:
         with cache.tracking() as used:
-            version_dir = build_index(entries, encoder, out, settings=settings, batch_size=batch_size,
-                                      progress=progress, keep_versions=keep_versions, finalize=finalize,
-                                      fast_encoder=fast_encoder, cache=cache)
+            version_dir = build_index(entries, encoder, out, cache=cache, **build)
         cache.compact_if_large(used)
     finally:
         cache.close()
         with contextlib.suppress(OSError):  # a cache: the next build tokenizes again if it could not be saved
             tokens.save()
-    return BuildOutcome(version_dir, len(entries), labelled_path)
+    return version_dir
 
 
 def served_version(out: str | Path) -> Path | None:
@@ -149,7 +153,8 @@ def finalize_version(staging: Path, encoder: Encoder, labelled: list, progress: 
                      fast_encoder: Encoder | None = None, fast_path_max_error: float = DEFAULT_MAX_ERROR,
                      identical: Sequence[IdenticalText] = (), self_calibration: bool = True,
                      stages: dict[str, float] | None = None, tokenizer=None, workers: int = 1,
-                     reuse: LearnedDecisions | None = None, served: Path | None = None) -> dict:
+                     reuse: LearnedDecisions | None = None, served: Path | None = None,
+                     learned_from: str | None = None) -> dict:
     """Calibrate every mode, train the judge into the staging folder and, with a fast model, calibrate
     the fast path's gate.
 
@@ -160,7 +165,8 @@ def finalize_version(staging: Path, encoder: Encoder, labelled: list, progress: 
     calibration and judge training; ``tokenizer`` replaces the index's own (a :class:`TokenCache`);
     ``workers`` processes fit the judge's trees. ``reuse``: the judge and decision fields taken over
     from the current version instead of learned (retriever/store/decision_reuse.py); ``served``: the
-    current version's folder, whose table of nearest texts the conflict check takes over in part.
+    current version's folder, whose table of nearest texts the conflict check takes over in part;
+    ``learned_from``: the settings digest a judge trained here is recorded under (``decisions_learned``).
     Everything but the gate is learned on the full path alone (the searchers here have no cascade).
     """
     stages = {} if stages is None else stages
@@ -179,6 +185,8 @@ def finalize_version(staging: Path, encoder: Encoder, labelled: list, progress: 
     else:
         fields.update(learn_decisions(searcher, staging, labelled, memo, progress, self_calibration, stages,
                                       workers, started))
+        if "judge" in fields and learned_from is not None:
+            fields[LEARNED] = learned_here(index.manifest["version"], learned_from)
     if fast_encoder is not None:
         gate = calibrate_fast_path(searcher, fast_encoder, labelled, fast_path_max_error)
         fields["fast_path"] = gate.to_dict()
