@@ -494,19 +494,12 @@ def served_site(site):
 
 @pytest.fixture()
 def chromium():
-    """A real Chromium (skipped where none is installed; CI requires it), and Playwright's expect."""
-    import shutil as which
+    """A real Chromium (test_browser's launch: skipped where none is installed, CI requires it), and
+    Playwright's expect."""
+    from test_browser import expect, launched_chromium
 
-    executable = which.which("chromium") or which.which("chromium-browser")
-    playwright = pytest.importorskip("playwright.sync_api")
-    if executable is None:
-        pytest.skip("Chromium is not installed (apt-get install chromium)")
-    from test_browser import CHROMIUM_ARGS
-
-    with playwright.sync_playwright() as driver:
-        browser = driver.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        yield browser, playwright.expect
-        browser.close()
+    with launched_chromium() as browser:
+        yield browser, expect
 
 
 def _log_in(page, expect, name: str, password: str, shown: str) -> None:

@@ -3,6 +3,7 @@
 Skipped with the reason when Chromium or Playwright is missing, unless RETRIEVER_REQUIRE_BROWSER=1
 (set by .ci/run, which installs Chromium), where that is a failure instead.
 """
+import contextlib
 import http.server
 import json
 import os
@@ -45,12 +46,23 @@ if _missing_reason():
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def browser():
+@contextlib.contextmanager
+def launched_chromium():
+    """Chromium started for a test, closed after it. Other test files import this inside a test or
+    fixture: the import skips (or, with RETRIEVER_REQUIRE_BROWSER=1, fails) with the reason when
+    there is no browser, and their other tests still run."""
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with launched_chromium() as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture()

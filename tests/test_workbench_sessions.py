@@ -101,20 +101,15 @@ def served_bench(workers, tmp_path):
 
 def test_bidirectional_controls_in_a_query_do_not_reverse_the_workbench(served_bench):
     """U+202E in a logged query is shown as a visible mark, isolated: the rest of the line reads left to right."""
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    playwright = pytest.importorskip("playwright.sync_api")
-    if chromium is None:
-        pytest.skip("Chromium is not installed (apt-get install chromium)")
-    from test_browser import CHROMIUM_ARGS
+    from test_browser import expect, launched_chromium  # skips (CI: fails) with the reason when no browser
 
-    with playwright.sync_playwright() as driver:
-        browser = driver.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+    with launched_chromium() as browser:
         page = browser.new_page(locale="zh-CN")
         page.goto(served_bench + "/admin")
         page.get_by_label("管理令牌").fill(TOKEN)
         page.get_by_role("button", name="登录").click()
         line = page.locator("article.group ul.texts li").first
-        playwright.expect(line).to_contain_text("未匹配 1 次", timeout=15_000)
+        expect(line).to_contain_text("未匹配 1 次", timeout=15_000)
         shown = line.text_content()
         # Where the query's first character and the count's first character are drawn, left to right.
         query_x, count_x = line.evaluate("""(li) => {
@@ -124,6 +119,5 @@ def test_bidirectional_controls_in_a_query_do_not_reverse_the_workbench(served_b
             return [left(text.indexOf("今")), left(text.indexOf("未匹配"))];
         }""")
         title = page.locator("article.group h3").first.text_content()
-        browser.close()
     assert query_x < count_x, f"drawn right to left: {shown!r}"
     assert RLO not in shown and "[U+202E]" in shown and RLO not in title
