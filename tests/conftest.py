@@ -27,7 +27,7 @@ SEED_RAW = REPO / "tests" / "data" / "seed_raw.txt"  # ../shared/seed/000_0eb9c8
 
 @pytest.fixture(scope="session")
 def encoder():
-    """The product's default model (e5-onnx-q4), which the CLI's builds and serve use too."""
+    """The product's default model (e5-onnx-int8-smooth), which the CLI's builds and serve use too."""
     return load_encoder()
 
 

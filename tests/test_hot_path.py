@@ -59,7 +59,7 @@ def test_token_ids_equal_the_struct_rounding_viterbi(tokenizer):
 
 def test_one_window_queries_get_the_general_paths_bits(encoder):
     texts = seed_texts()
-    assert encoder.name.startswith("e5-onnx-q4")
+    assert encoder.name.startswith("e5-onnx-int8-smooth")
     tokenizer = encoder._tokenizer
     for text in texts:
         ids = tokenizer.query_ids(text)

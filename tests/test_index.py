@@ -131,7 +131,7 @@ def test_index_of_another_model_or_dimension_is_refused(tmp_path, small_entries,
     manifest = json.loads(manifest_path.read_text())
     manifest_path.write_text(json.dumps({**manifest, "model": "sentence-transformers/bge-small-zh"}))
     with pytest.raises(IndexLoadError, match=r"built with model 'sentence-transformers/bge-small-zh' \(dim 384\), "
-                                             r"but the service runs model 'e5-onnx-q4.*' \(dim 384\)"):
+                                             r"but the service runs model 'e5-onnx-int8-smooth.*' \(dim 384\)"):
         Searcher.load(version, encoder)
     manifest_path.write_text(json.dumps(manifest))
     other_dim = FailingEncoder(encoder)

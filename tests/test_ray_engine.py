@@ -118,7 +118,7 @@ def test_parquet_without_the_text_column_is_refused_before_ray_starts(seed_index
 def test_an_actor_that_cannot_load_the_index_stops_the_run_with_its_message(ray_cluster, seed_index, tmp_path):
     source = tmp_path / "in.csv"
     source.write_text(CSV, encoding="utf-8")
-    with pytest.raises(ClassifyError, match="built with model 'e5-onnx-q4"):
+    with pytest.raises(ClassifyError, match="built with model 'e5-onnx-int8-smooth"):
         classify_on_ray(seed_index, source, tmp_path / "out.csv", model="use-m3", actors=1, progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]  # no output, no partial file, no lock
 

