@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .e5_smooth import group_of, smoothing_scales
 from .e5_tokenizer import ModelHeader, read_header, read_vocabulary
 
 #: Bump when the graph changes: cached exports of older versions are then not reused.
@@ -153,14 +154,13 @@ def _export_smoothed(source: str | Path, fp32: Path, path: str, progress: bool) 
 
 def smoothing_for(source: SourceModel, activation_max: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """SmoothQuant's per-channel scales of every linear input (``l{layer}.qkv`` / ``ao`` / ``fi`` / ``fo``)."""
-    from .e5_smooth import smoothing_scales
-
-    h = source.header
     scales = {}
-    for layer in range(h.layers):
-        for group, keys in (("qkv", ("q", "k", "v")), ("ao", ("ao",)), ("fi", ("fi",)), ("fo", ("fo",))):
-            weights = [_dense_weight(source, layer, key) for key in keys]
-            scales[f"l{layer}.{group}"] = smoothing_scales(activation_max[f"l{layer}.{group}"], weights)
+    for layer in range(source.header.layers):
+        weights: dict[str, list[np.ndarray]] = {}
+        for key in ("q", "k", "v", "ao", "fi", "fo"):
+            weights.setdefault(group_of(key), []).append(_dense_weight(source, layer, key))
+        for group, group_weights in weights.items():
+            scales[f"l{layer}.{group}"] = smoothing_scales(activation_max[f"l{layer}.{group}"], group_weights)
     return scales
 
 
@@ -339,7 +339,7 @@ def _linear(g: _Graph, source: SourceModel, layer: int, key: str, x: str) -> str
                  accuracy_level=4)
         return g.op("Add", [y, g.const(f"l{layer}.{key}.b", bias)])
     weight = _dense_weight(source, layer, key)
-    group = f"l{layer}.{'qkv' if key in ('q', 'k', 'v') else key}"
+    group = f"l{layer}.{group_of(key)}"
     if group in g.smooth:
         weight = weight * g.smooth[group][None, :]
     weight = weight.astype(np.float32)

@@ -57,6 +57,11 @@ CALIBRATION_TEXTS = (
 )
 
 
+def group_of(key: str) -> str:
+    """The smoothing group of a linear layer: q, k and v read one input and share one scale vector."""
+    return "qkv" if key in ("q", "k", "v") else key
+
+
 def input_maxima(fp32_model: str | Path, tokenizer) -> dict[str, np.ndarray]:
     """Per input channel, the largest |activation| entering each linear layer of the fp32 export
     (keys ``l{layer}.qkv`` / ``.ao`` / ``.fi`` / ``.fo``), over the calibration texts as queries and passages."""
@@ -69,7 +74,7 @@ def input_maxima(fp32_model: str | Path, tokenizer) -> dict[str, np.ndarray]:
     for node in model.graph.node:
         if node.op_type == "MatMul" and node.name.startswith("linear/"):
             layer, key = node.name[len("linear/"):].split(".")
-            inputs.setdefault(node.input[0], f"{layer}.{'qkv' if key in ('q', 'k', 'v') else key}")
+            inputs.setdefault(node.input[0], f"{layer}.{group_of(key)}")
     model.graph.output.extend(helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in inputs)
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
