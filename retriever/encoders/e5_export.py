@@ -208,17 +208,23 @@ def quantise_int8(fp32_path: str | Path, out_path: str | Path) -> None:
 
 @contextlib.contextmanager
 def _quiet_root_logger():
-    """The quantiser warns through the root logger ("consider pre-processing"), which would also give the
-    root logger a stderr handler for good: silenced for the call, the root logger left as it was."""
-    root, sink = logging.getLogger(), logging.NullHandler()
-    level = root.level
+    """The quantiser warns through the root logger itself (``logging.warning``: "consider pre-processing"),
+    which would also give the root logger a stderr handler for good. For the call, warnings logged on the
+    root logger directly are dropped (other loggers' records, which reach its handlers by propagation, pass
+    untouched) and a do-nothing handler keeps ``basicConfig`` from adding one."""
+    root, sink, drop = logging.getLogger(), logging.NullHandler(), _AboveWarnings()
+    root.addFilter(drop)
     root.addHandler(sink)
-    root.setLevel(logging.ERROR)
     try:
         yield
     finally:
-        root.setLevel(level)
         root.removeHandler(sink)
+        root.removeFilter(drop)
+
+
+class _AboveWarnings(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.WARNING
 
 
 class _Graph:
