@@ -88,20 +88,25 @@ def recall_at_1(entry_vectors: np.ndarray, query_vectors: np.ndarray, gold: np.n
     return float(np.mean(np.argmax(query_vectors @ entry_vectors.T, axis=1) == gold))
 
 
-def decisions(engine: str, pairs: Path, cache_dir: Path, seed: int = 0, cache_only: bool = False) -> dict:
-    """Hybrid + judge decisions on the Tianchi leave-entries-out protocol (benchmarks/confidence.py);
-    ``cache_only``: just make sure the engine's vector cache is on disk."""
-    from benchmarks.confidence import CachedQueries, cached_vectors, load_protocol
+def cached_encoder(engine: str, pairs: Path, cache_dir: Path):
+    """``engine`` on one thread, its vectors of every Tianchi text read from ``cache_dir`` (written on first use)."""
+    from benchmarks.confidence import CachedQueries, cached_vectors
+    from retriever.pipeline import QueryMemo
+
+    raw = load_encoder(engine, threads=1)
+    return QueryMemo(CachedQueries(raw, cached_vectors(cache_dir / f"{engine}_vectors.npz", pairs, raw)))
+
+
+def decisions(engine: str, pairs: Path, cache_dir: Path, seed: int = 0) -> dict:
+    """Hybrid + judge decisions on the Tianchi leave-entries-out protocol (benchmarks/confidence.py)."""
+    from benchmarks.confidence import load_protocol
     from retriever.evaluation import decision_metrics, run
-    from retriever.pipeline import QueryMemo, finalize_version
+    from retriever.pipeline import finalize_version
     from retriever.search import Searcher
     from retriever.store import build_index, load_index
 
     entries, calibration, test, _negatives = load_protocol(pairs, seed)
-    raw = load_encoder(engine, threads=1)
-    encoder = QueryMemo(CachedQueries(raw, cached_vectors(cache_dir / f"{engine}_vectors.npz", pairs, raw)))
-    if cache_only:
-        return {}
+    encoder = cached_encoder(engine, pairs, cache_dir)
     with tempfile.TemporaryDirectory() as tmp:
         build_index(entries, encoder, tmp, settings={"index_answers": False}, progress=False,
                     finalize=lambda staging: finalize_version(staging, encoder, calibration, progress=False))
@@ -222,7 +227,7 @@ def all_decisions(names: list[str], args) -> dict[str, list[dict]]:
     from tqdm.auto import tqdm
 
     for name in names:  # the cache of each engine before the workers would each write it
-        decisions(name, args.pairs, args.cache_dir, args.seeds[0], cache_only=True)
+        cached_encoder(name, args.pairs, args.cache_dir)
     jobs = [(name, seed) for seed in args.seeds for name in names]
     # spawned, not forked: the parent has loaded the models (OpenMP and ONNX Runtime state is not fork-safe)
     context = multiprocessing.get_context("spawn")
