@@ -34,8 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .e5_smooth import group_of, smoothing_scales
-from .e5_tokenizer import ModelHeader, read_header, read_vocabulary
+from .e5_smooth import group_of, input_maxima, smoothing_scales
+from .e5_tokenizer import ModelHeader, read_header, read_vocabulary, shared_tokenizer
 
 #: Bump when the graph changes: cached exports of older versions are then not reused.
 EXPORTER_VERSION = 1
@@ -141,9 +141,6 @@ def ensure_export(source: str | Path, variant: str, cache_dir: str | Path | None
 def _export_smoothed(source: str | Path, fp32: Path, path: str, progress: bool) -> None:
     """The int8 export of a graph whose linear inputs are divided per channel by SmoothQuant's scales
     (sized on the fp32 export's activations) and whose weights are multiplied by them."""
-    from .e5_smooth import input_maxima
-    from .e5_tokenizer import shared_tokenizer
-
     model = read_source(source)
     scales = smoothing_for(model, input_maxima(fp32, shared_tokenizer(str(source))))
     with tempfile.TemporaryDirectory(dir=Path(path).parent) as scratch:
