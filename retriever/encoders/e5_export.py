@@ -262,7 +262,8 @@ def build_graph(source: SourceModel, progress: bool = True, four_bit: bool = Fal
     bias = g.op("Mul", [g.op("Sub", [g.const("one", np.array(1.0, np.float32)), mask]),
                         g.const("neg_large", np.array(-10000.0, np.float32))])
     bias = g.op("Unsqueeze", [bias, g.const("axes_1_2", np.array([1, 2], np.int64))])  # [B,1,1,T]
-    for layer in tqdm(range(h.layers), desc="exporting e5-small to ONNX", unit="layer", disable=not progress):
+    kind = "4-bit" if four_bit else "smoothed, for int8" if smooth else "fp32"  # int8-smooth builds two graphs
+    for layer in tqdm(range(h.layers), desc=f"exporting e5-small to ONNX ({kind})", unit="layer", disable=not progress):
         x = _layer(g, source, layer, x, bias)
     pooled = _mean_pool(g, x, mask)
     inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "tokens"]),

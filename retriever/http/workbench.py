@@ -261,11 +261,14 @@ class PublishJob:
         write_text_atomic(self.status_path, json.dumps(status, ensure_ascii=False))
 
     def start(self, work: Callable[[Callable[[str], None]], dict[str, Any]], served_before: str | None = None,
+              on_start: Callable[[], None] | None = None,
               on_end: Callable[[dict[str, Any]], None] | None = None) -> None:
         """Run ``work(stage)`` in a background thread; 409 if a job is running already (in any worker).
 
         ``served_before``: the version served when it starts; if the job dies, CURRENT against it tells
-        whether the new version went live. ``on_end(outcome)``: called in the thread when it ends."""
+        whether the new version went live. ``on_start()``: called once the job holds the lock, before its
+        thread starts; ``on_end(outcome)``: called in the thread before the outcome is written, so that a
+        client who sees the job finished also finds what ``on_end`` recorded (the audit log, the change set)."""
         handle = open(self.lock_path, "a")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -275,6 +278,14 @@ class PublishJob:
         started = {"started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                    "served_before": served_before, "pid": os.getpid()}
         self._write(state="running", stage=STAGES[0][0], **started)
+        try:
+            if on_start is not None:
+                on_start()
+        except BaseException:  # no thread will release the lock: release it here, and say so
+            self._write(**started, state="failed", message="发布没有开始（内部错误，详情见服务日志）")
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
+            raise
         threading.Thread(target=self._run, args=(handle, work, started, on_end), name="workbench-publish",
                          daemon=True).start()
 
@@ -296,13 +307,22 @@ class PublishJob:
             log.exception("workbench publish failed")
             outcome = {"state": "failed", "message": "发布失败（内部错误，详情见服务日志），没有发布"}
         try:
+            self._recorded(on_end, outcome)
             self._write(**started, finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                         **outcome)
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
             handle.close()
-        if on_end is not None:
+
+    @staticmethod
+    def _recorded(on_end, outcome: dict[str, Any]) -> None:
+        """``on_end(outcome)``; a failure to record is logged and never keeps the outcome from being written."""
+        if on_end is None:
+            return
+        try:
             on_end(outcome)
+        except Exception:  # noqa: BLE001 - the job's outcome still reaches the editor
+            log.exception("workbench publish: recording the outcome failed")
 
 
 def _interrupted(status: dict[str, Any], holder) -> dict[str, Any]:
@@ -361,10 +381,12 @@ def publish():
         record(f"publish.{outcome['state']}", version=outcome.get("version"), served_before=searcher.version,
                message=outcome.get("message"), change_set=changeset.id if changeset else None)
 
+    def started() -> None:  # audited before the job's thread runs: "started" always precedes its outcome
+        audit("publish.started", served_before=searcher.version, force=force,
+              change_set=changeset.id if changeset else None)
+
     job.start(lambda stage: _publish(corpus, holder, searcher, force, stage, guard), served_before=searcher.version,
-              on_end=ended)
-    audit("publish.started", served_before=searcher.version, force=force,
-          change_set=changeset.id if changeset else None)
+              on_start=started, on_end=ended)
     log.info("workbench: publishing %s into %s%s", corpus, holder.index_root, " (forced)" if force else "")
     return jsonify(job.status(holder)), 202
 
