@@ -2,6 +2,7 @@
 chunks, the workbench's grouping embedding each logged text once (docs/fair-load.md)."""
 import json
 import os
+import re
 import shutil
 import threading
 import time
@@ -202,10 +203,25 @@ def _post(url: str, body: dict, timeout: float = 120):
         return error.code, json.load(error)
 
 
+def _batch_jobs_running(url: str) -> float:
+    """retriever_batch_jobs_running as /metrics reports it (summed over the server's live workers)."""
+    with urllib.request.urlopen(url + "/metrics", timeout=30) as response:
+        scrape = response.read().decode("utf-8")
+    return float(re.search(r"^retriever_batch_jobs_running (\S+)$", scrape, re.M).group(1))
+
+
+def _wait_for_batch_jobs(url: str, count: float, seconds: float = 60) -> float:
+    deadline, running = time.monotonic() + seconds, _batch_jobs_running(url)
+    while running != count and time.monotonic() < deadline:
+        time.sleep(0.05)
+        running = _batch_jobs_running(url)
+    return running
+
+
 def test_a_real_server_answers_a_search_before_a_running_maximal_classify_ends(seed_index):
     """One worker: a search sent while a 40,000-character classify runs (several seconds of one core with the
     default model) is answered first, and a second classify meanwhile is refused (503, a batch slot) rather than
-    holding another thread."""
+    holding another thread. /metrics shows the batch slot taken while it runs, and free after."""
     env = {"RETRIEVER_RATE_LIMIT": "", "RETRIEVER_CACHE_SIZE": "0", "RETRIEVER_BATCH_JOBS": "1",
            "RETRIEVER_RELOAD_POLL_SECONDS": "0", "RETRIEVER_CLASSIFY_MAX_CHARS": "40000",
            "RETRIEVER_CLASSIFY_BUDGET": ""}
@@ -217,12 +233,14 @@ def test_a_real_server_answers_a_search_before_a_running_maximal_classify_ends(s
             finished["classify"] = time.monotonic()
 
         batch = threading.Thread(target=classify)
+        assert _batch_jobs_running(url) == 0
         batch.start()
-        time.sleep(1.5)  # the classify has started its chunks
+        assert _wait_for_batch_jobs(url, 1) == 1  # the classify holds the worker's one batch slot
         second = _post(url + "/v1/classify", {"inquiries": inquiries[:2]})
         with urllib.request.urlopen(url + "/v1/search?q=" + urllib.request.quote("注销进度怎么查"), timeout=60) as r:
             assert r.status == 200
         finished["search"] = time.monotonic()
         batch.join(180)
+        assert _wait_for_batch_jobs(url, 0) == 0  # released when it ends
     assert second[0] == 503 and second[1]["error"] == "batch_busy"
     assert finished["classify_status"] == 200 and finished["search"] < finished["classify"]

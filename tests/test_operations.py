@@ -218,7 +218,9 @@ def test_metrics_and_json_access_log(searcher, caplog):
         client.get("/v1/search?q=注销进度怎么查")
         client.get("/v1/search?q=今天天气怎么样")
         client.get("/nowhere")
+        client.post("/v1/classify", json={"inquiries": [{"id": "1", "text": "社保卡怎么补办"}]})
     text = client.get("/metrics").get_data(as_text=True)
+    assert "retriever_batch_jobs_running 0.0" in text  # the classify's slot is released when it ends
     assert 'retriever_requests_total{method="GET",route="/v1/search",status="200"} 2.0' in text
     assert 'retriever_requests_total{method="GET",route="unmatched",status="404"} 1.0' in text
     assert 'retriever_decisions_total{decision="no_match",route="search"} 1.0' in text
@@ -226,7 +228,7 @@ def test_metrics_and_json_access_log(searcher, caplog):
     assert f'retriever_index_info{{model="{searcher.index.manifest["model"]}",version="{searcher.version}"}} 1.0' in text
     lines = [json.loads(r.message) for r in caplog.records if r.name == "retriever.access"]
     assert [(line["path"], line["status"]) for line in lines] == [("/v1/search", 200), ("/v1/search", 200),
-                                                                  ("/nowhere", 404)]
+                                                                  ("/nowhere", 404), ("/v1/classify", 200)]
     assert lines[0]["index_version"] == searcher.version and lines[0]["ms"] >= 0
 
 

@@ -175,7 +175,8 @@ def _admitted(texts: list[str], api_keys: tuple[str, ...]):
     chars = sum(len(normalize(text)) for text in texts)  # what the model reads
     client = client_identity(request.headers.get("Authorization", ""), request.remote_addr, api_keys)
     try:
-        with current_app.extensions[ADMISSION].admitted(client, chars, time.time()):
+        with current_app.extensions[ADMISSION].admitted(client, chars, time.time()), \
+                state().metrics.batch_jobs.track_inprogress():
             yield
     except Refused as refused:
         headers = {"Retry-After": str(refused.retry_after)} if refused.retry_after else None

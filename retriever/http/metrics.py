@@ -81,6 +81,9 @@ class Metrics:
                                 registry=registry, multiprocess_mode="livemax")
         self.reloads = Counter("retriever_reloads", "Index reload attempts (admin, poller, other workers)",
                                ["outcome"], registry=registry)
+        # livesum: the classify requests every live worker runs now; at RETRIEVER_BATCH_JOBS per worker, more get 503.
+        self.batch_jobs = Gauge("retriever_batch_jobs_running", "Classify requests running now (each holds a batch slot)",
+                                registry=registry, multiprocess_mode="livesum")
         self._declare_known_labels()
         self._index_labels: tuple[str, str] | None = None
         self._reloads_seen: dict[tuple[str, str], int] = {}  # (collection, outcome) -> count published
