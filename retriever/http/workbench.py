@@ -283,8 +283,7 @@ class PublishJob:
                 on_start()
         except BaseException:  # no thread will release the lock: release it here, and say so
             self._write(**started, state="failed", message="发布没有开始（内部错误，详情见服务日志）")
-            fcntl.flock(handle, fcntl.LOCK_UN)
-            handle.close()
+            _release(handle)
             raise
         threading.Thread(target=self._run, args=(handle, work, started, on_end), name="workbench-publish",
                          daemon=True).start()
@@ -311,8 +310,7 @@ class PublishJob:
             self._write(**started, finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                         **outcome)
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-            handle.close()
+            _release(handle)
 
     @staticmethod
     def _recorded(on_end, outcome: dict[str, Any]) -> None:
@@ -323,6 +321,12 @@ class PublishJob:
             on_end(outcome)
         except Exception:  # noqa: BLE001 - the job's outcome still reaches the editor
             log.exception("workbench publish: recording the outcome failed")
+
+
+def _release(handle) -> None:
+    """Give up the job's lock (the open lock file ``handle``) so that the next publish can start."""
+    fcntl.flock(handle, fcntl.LOCK_UN)
+    handle.close()
 
 
 def _interrupted(status: dict[str, Any], holder) -> dict[str, Any]:
